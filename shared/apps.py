@@ -1,0 +1,35 @@
+"""Find and import the apps in `spaces/<name>/app.py` by file path.
+
+The folder is called `spaces/` like the Hub's, so it must not become a Python package: `import spaces`
+has to keep meaning the ZeroGPU package. The top-level app.py and the tests load apps through here.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+SPACES_DIR = Path(__file__).resolve().parent.parent / "spaces"
+# Tab order in the collection: the lesson's order of ideas.
+APP_NAMES = ["comparer", "chat_template_inspector", "lora_calculator", "quiz"]
+
+
+def load_app(name: str) -> ModuleType:
+    """Import `spaces/<name>/app.py` once and return the module (its `demo` is a `gr.Blocks`)."""
+    module_name = f"pts_app_{name}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    path = SPACES_DIR / name / "app.py"
+    if not path.is_file():
+        raise ValueError(f"No app named {name!r}: expected {path}")
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[module_name]
+        raise
+    return module

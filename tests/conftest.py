@@ -1,0 +1,43 @@
+"""Shared test setup: never touch the network, and build tiny real models in-process."""
+
+import os
+
+# Must be set before huggingface_hub is imported anywhere: tests never reach the Hub.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def gemma_tokenizer():
+    """The real Gemma 3 tokenizer of the embedded model (read from the GGUF once, then cached)."""
+    from shared.models import load_embedded_tokenizer
+
+    return load_embedded_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma(gemma_tokenizer):
+    """A tiny random Gemma 3 text model with the real 262k vocabulary: fast, but every code path is real."""
+    import torch
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(0)
+    config = Gemma3TextConfig(
+        vocab_size=len(gemma_tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        sliding_window=64,
+        max_position_embeddings=1024,
+        pad_token_id=gemma_tokenizer.pad_token_id,
+        bos_token_id=gemma_tokenizer.bos_token_id,
+        eos_token_id=gemma_tokenizer.eos_token_id,
+    )
+    model = Gemma3ForCausalLM(config).eval()
+    return model
