@@ -12,8 +12,15 @@ from pathlib import Path
 from types import ModuleType
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "spaces"
-# Tab order in the collection: the lesson's order of ideas.
-APP_NAMES = ["comparer", "chat_template_inspector", "lora_calculator", "quiz"]
+# Tab order in the collection follows the lesson: the completion trap, chat templates, the memory
+# wall and LoRA, then the lesson itself to check understanding.
+APP_TITLES = {
+    "comparer": "Base vs aligned",
+    "chat_template_inspector": "Chat templates",
+    "lora_calculator": "LoRA / QLoRA memory",
+    "quiz": "Lesson & quiz",
+}
+APP_NAMES = list(APP_TITLES)
 
 
 def load_app(name: str) -> ModuleType:

@@ -90,8 +90,6 @@ class ServedModel:
     def describe(self) -> str:
         """One line for the UI: which model serves, and why when it is not the one asked for."""
         line = f"Serving **{self.served_id}**"
-        if self.template_source and self.template_source != "tokenizer":
-            line += f" with the official `{self.template_source.removeprefix('trl:')}` chat template from TRL"
         if self.fallback_reason:
             line += f" instead of `{self.requested_id}`: {self.fallback_reason}"
         return line + "."
@@ -101,9 +99,20 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def _cpu_has_fast_bf16() -> bool:
+    try:  # oneDNN's own check: native bf16 (AVX512-BF16/AMX) or AVX512 paths that run it well
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def default_dtype(device: str) -> torch.dtype:
-    # bf16 halves memory on GPU; on CPU fp32 is both exact and faster than emulated bf16 matmuls.
-    return torch.bfloat16 if device == "cuda" else torch.float32
+    """bf16 wherever it is fast. Decoding reads every weight once per token, so half the bytes is
+    nearly twice the speed; measured here (AVX512-BF16 CPU, 270M model, 48 tokens): fp32 3.6 s for one
+    row and 6.4 s for two, bf16 1.4 s and 1.5 s. CPUs without fast bf16 emulate it slowly: fp32 there."""
+    if device == "cuda" or _cpu_has_fast_bf16():
+        return torch.bfloat16
+    return torch.float32
 
 
 # --------------------------------------------------------------------------------------------
@@ -326,6 +335,30 @@ def load_model(
     model_id = model_id.strip()
     if not model_id:
         raise ValueError("Type a model id such as google/gemma-3-1b-it, or pick a preset.")
+    key = (model_id, aligned, device)
+    with _fallbacks_lock:
+        resolved_at, served = _fallbacks.get(key, (0.0, None))
+    # A fallback is re-tried after the Hub probe's TTL, so a Hub that comes back is noticed.
+    if served is not None and time.monotonic() - resolved_at < _HUB_PROBE_TTL_S:
+        return served
+    served = _resolve(model_id, device, aligned, progress)
+    if served.is_fallback:
+        with _fallbacks_lock:
+            _fallbacks[key] = (time.monotonic(), served)
+            while len(_fallbacks) > _MAX_REMEMBERED_FALLBACKS:
+                del _fallbacks[next(iter(_fallbacks))]
+    return served
+
+
+# Ids that recently fell back: (model id, aligned, device) -> (when, ServedModel on the embedded
+# model). Remembered so every request does not retry the Hub and log the same warning again.
+# Successful loads need no entry: `_load_pretrained` keeps those models.
+_fallbacks: dict[tuple[str, bool, str], tuple[float, ServedModel]] = {}
+_fallbacks_lock = threading.Lock()
+_MAX_REMEMBERED_FALLBACKS = 64
+
+
+def _resolve(model_id: str, device: str, aligned: bool, progress: ProgressFn | None) -> ServedModel:
     if model_id == EMBEDDED_ID:
         model, tokenizer = load_embedded(device, progress)
         return _served(model_id, EMBEDDED_ID, model, tokenizer, None)

@@ -1,0 +1,192 @@
+"""Base vs aligned: the same prompt to a pretrained model and its post-trained sibling, side by side.
+
+Run alone with `python spaces/comparer/app.py`, or as a tab of the collection with `python app.py`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import gradio as gr
+import spaces  # ZeroGPU: `spaces.GPU` is a no-op anywhere but a ZeroGPU Space
+
+from shared.comparer import (
+    COLUMN_LABELS,
+    PRESET_PROMPTS,
+    column_header,
+    column_stats,
+    degeneration_note,
+    end_of_turn_frame,
+    make_columns,
+    top_next_confidences,
+)
+from shared.generation import (
+    MAX_NEW_TOKENS_CAP,
+    MAX_PROMPT_TOKENS,
+    GenerationSettings,
+    ResultCache,
+    generate_columns,
+    input_segments,
+    stream_columns,
+)
+from shared.models import DEFAULT_PAIR, ON_SPACES, PRESETS, ModelPair, load_pair
+
+logger = logging.getLogger(__name__)
+
+# Load the default pair at import time, as ZeroGPU expects (weights are moved to the GPU lazily).
+# Offline this converts the embedded model once, then later starts read the cached safetensors.
+DEFAULT_BASE, DEFAULT_ALIGNED = load_pair(PRESETS[DEFAULT_PAIR])
+# Finished greedy results, shared by every visitor: deterministic, so safe to replay to anyone.
+RESULTS = ResultCache()
+# One generation at a time per CPU process (two cores are already busy with one batch);
+# on a ZeroGPU Space each call gets its own GPU slice, so a few may run side by side.
+GENERATE_CONCURRENCY = 3 if ON_SPACES else 1
+
+
+def _settings(max_new_tokens, do_sample, temperature, top_p, seed) -> GenerationSettings:
+    return GenerationSettings(int(max_new_tokens), bool(do_sample), float(temperature), float(top_p), int(seed))
+
+
+def _render(columns, results, final: bool):
+    """One tuple of component values for the whole page, in the order of `OUTPUTS`."""
+    values = []
+    for column, result in zip(columns, results):
+        values += [
+            column_header(column),
+            input_segments(result.input_ids, column.served.tokenizer),
+            result.error and f"⚠️ {result.error}" or result.text,
+            column_stats(result),
+            top_next_confidences(result),
+        ]
+    values.append(end_of_turn_frame(results) if final or len(results[0].generated_ids) % 8 == 0 else gr.skip())
+    return tuple(values)
+
+
+@spaces.GPU(duration=60)  # seconds of GPU per call: two columns × 512 tokens fit easily
+def compare(prompt, base_id, aligned_id, max_new_tokens, do_sample, temperature, top_p, seed):
+    """Stream both columns for one prompt. API name: /compare."""
+    try:
+        settings = _settings(max_new_tokens, do_sample, temperature, top_p, seed).validated()
+        columns = make_columns(ModelPair("custom", base_id, aligned_id))
+        key = RESULTS.key(columns, prompt, settings)
+        cached = RESULTS.get(key)
+        if cached is not None:
+            yield _render(columns, cached, final=True)
+            return
+        results = None
+        for results in stream_columns(columns, prompt, settings):
+            yield _render(columns, results, final=all(r.done for r in results))
+        RESULTS.put(key, results)
+    except ValueError as exc:
+        raise gr.Error(str(exc)) from None
+
+
+def load_models(pair_key, progress=gr.Progress()):
+    """Load a preset pair (with a progress bar on first use) and say which models serve."""
+    pair = PRESETS.get(pair_key)
+    if pair is None:
+        raise gr.Error(f"Unknown preset {pair_key!r}.")
+    base, aligned = load_pair(pair, progress=lambda f, desc: progress(f, desc=desc))
+    return pair.base_id, pair.aligned_id, degeneration_note(base, aligned)
+
+
+def describe_custom(base_id, aligned_id, progress=gr.Progress()):
+    base, aligned = load_pair(ModelPair("custom", base_id, aligned_id), progress=lambda f, d: progress(f, desc=d))
+    return degeneration_note(base, aligned)
+
+
+def warm_presets_in_background() -> threading.Thread:
+    """Fill the result cache for every preset prompt on the default pair, so clicking one is instant."""
+
+    def work():
+        columns = make_columns(PRESETS[DEFAULT_PAIR])
+        settings = GenerationSettings()
+        for preset in PRESET_PROMPTS:
+            key = RESULTS.key(columns, preset.prompt, settings)
+            if RESULTS.get(key) is None:
+                RESULTS.put(key, generate_columns(columns, preset.prompt, settings))
+        logger.info("Preset results cached for %d prompts", len(PRESET_PROMPTS))
+
+    thread = threading.Thread(target=work, name="warm-presets", daemon=True)
+    thread.start()
+    return thread
+
+
+with gr.Blocks(title="Base vs aligned") as demo:
+    gr.Markdown(
+        "## Base vs aligned: the completion trap\n"
+        "The same prompt goes to a **base** model (the raw text, exactly as it saw web pages in "
+        "pretraining) and to an **aligned** model (the prompt wrapped in its chat template). "
+        "Both stream at the same time. Under each column: the exact text the model received, why it "
+        "stopped, and its first five guesses for the next token."
+    )
+    with gr.Row():
+        pair = gr.Dropdown(list(PRESETS), value=DEFAULT_PAIR, label="Model pair", scale=1)
+        base_id = gr.Textbox(PRESETS[DEFAULT_PAIR].base_id, label="Base model (any Hub id)", scale=2)
+        aligned_id = gr.Textbox(PRESETS[DEFAULT_PAIR].aligned_id, label="Aligned model (any Hub id)", scale=2)
+    serving = gr.Markdown(degeneration_note(DEFAULT_BASE, DEFAULT_ALIGNED))
+    prompt = gr.Textbox(
+        label=f"Prompt (up to {MAX_PROMPT_TOKENS} tokens)", lines=2, placeholder="Ask something, or pick a preset below"
+    )
+    with gr.Accordion("Decoding", open=False):
+        gr.Markdown("Greedy decoding by default: the same prompt always gives the same text, so the columns are a fair comparison.")
+        with gr.Row():
+            max_new_tokens = gr.Slider(1, MAX_NEW_TOKENS_CAP, value=96, step=1, label="Max new tokens")
+            do_sample = gr.Checkbox(False, label="Sample instead of greedy")
+            temperature = gr.Slider(0.05, 2.0, value=0.7, step=0.05, label="Temperature")
+            top_p = gr.Slider(0.05, 1.0, value=0.9, step=0.05, label="Top-p")
+            seed = gr.Number(0, precision=0, label="Seed")
+    run = gr.Button("Compare", variant="primary")
+
+    outputs = []
+    with gr.Row(equal_height=False):
+        for label in COLUMN_LABELS:
+            with gr.Column():
+                outputs += [
+                    gr.Markdown(f"### {label}"),
+                    gr.HighlightedText(
+                        label="Exact text the model received",
+                        combine_adjacent=False,
+                        show_legend=True,
+                        color_map={"special token": "#f59e0b"},
+                    ),
+                    gr.Textbox(label="Output", lines=8, autoscroll=True, buttons=["copy"]),
+                    gr.Markdown(),
+                    gr.Label(label="Top-5 next tokens at the first answer position", num_top_classes=5),
+                ]
+    plot = gr.LinePlot(
+        x="step",
+        y="p(end-of-turn)",
+        color="column",
+        title="Probability of the end-of-turn token at each generated step",
+        y_lim=[0, 1],
+        height=260,
+    )
+    outputs.append(plot)
+
+    inputs = [prompt, base_id, aligned_id, max_new_tokens, do_sample, temperature, top_p, seed]
+    examples = gr.Examples(
+        examples=[[p.prompt] for p in PRESET_PROMPTS],
+        example_labels=[p.prompt.replace("\n", " ") for p in PRESET_PROMPTS],
+        inputs=[prompt],
+        label="Preset prompts",
+    )
+    gr.Markdown(
+        "\n".join(f"- **{p.prompt.splitlines()[0]}** — {p.shows}" for p in PRESET_PROMPTS),
+        label="What each preset shows",
+    )
+
+    run.click(compare, inputs, outputs, api_name="compare", concurrency_limit=GENERATE_CONCURRENCY,
+              concurrency_id="generate")
+    prompt.submit(compare, inputs, outputs, api_name=False, concurrency_id="generate")
+    # Clicking a preset fills the prompt, then runs it (instant once the preset's result is cached).
+    examples.load_input_event.then(compare, inputs, outputs, api_name=False, concurrency_id="generate")
+    pair.change(load_models, [pair], [base_id, aligned_id, serving], api_name="load_pair")
+    gr.on([base_id.submit, aligned_id.submit], describe_custom, [base_id, aligned_id], [serving], api_name=False)
+
+demo.queue(default_concurrency_limit=8)
+
+if __name__ == "__main__":
+    warm_presets_in_background()
+    demo.launch()
