@@ -1,0 +1,154 @@
+"""The project's own training data (`train/data/`): format, counts, no duplicates, no held-out leakage.
+
+The offline recipe post-trains the embedded Gemma 3 270M on these files, and `train.evaluate` scores it on
+`heldout.jsonl`. A held-out prompt that slips into training would make the evaluation meaningless, so the
+overlap check compares prompts after normalising case and whitespace.
+"""
+
+import json
+import re
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from shared.chat_templates import official_template
+
+DATA_DIR = Path(__file__).resolve().parents[1] / "train" / "data"
+
+SFT_MIN_PER_CATEGORY = {"factual": 80, "instruction": 60, "chitchat": 30, "refusal": 40, "benign_edgy": 40}
+DPO_MIN_PER_KIND = {"continues_text": 25, "echo": 25, "complies_with_harm": 25, "needless_refusal": 25}
+HELDOUT_MIN_PER_KIND = {"factual": 40, "general": 20, "harmful": 20, "benign_edgy": 20}
+MAX_ANSWER_TOKENS = 120  # a 270M model should learn short answers; the evaluator's budget is 128 new tokens
+
+
+def read_jsonl(name: str) -> list[dict]:
+    lines = (DATA_DIR / name).read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def normalise(prompt: str) -> str:
+    """`"  What is  the Capital of France? "` and `"what is the capital of france?"` are the same prompt."""
+    return re.sub(r"\s+", " ", prompt).strip().casefold()
+
+
+def user_prompts(conversation: list[dict]) -> list[str]:
+    return [m["content"] for m in conversation if m["role"] == "user"]
+
+
+def assert_chat(messages: list[dict], *, first_role: str = "user", last_role: str = "assistant"):
+    """An optional leading system message, then user/assistant strictly alternating (Gemma's template raises
+    otherwise), every content a non-empty string."""
+    assert messages, "empty conversation"
+    for m in messages:
+        assert set(m) == {"role", "content"}, m
+        assert isinstance(m["content"], str) and m["content"].strip(), m
+    turns = messages[1:] if messages[0]["role"] == "system" else messages
+    assert turns, "a system message alone"
+    expected_roles = ["user", "assistant"] if first_role == "user" else ["assistant", "user"]
+    for i, m in enumerate(turns):
+        assert m["role"] == expected_roles[i % 2], f"roles must alternate: {[x['role'] for x in messages]}"
+    assert turns[-1]["role"] == last_role
+
+
+@pytest.fixture(scope="module")
+def sft():
+    return read_jsonl("sft.jsonl")
+
+
+@pytest.fixture(scope="module")
+def dpo():
+    return read_jsonl("dpo.jsonl")
+
+
+@pytest.fixture(scope="module")
+def heldout():
+    return read_jsonl("heldout.jsonl")
+
+
+@pytest.mark.parametrize("name", ["sft.jsonl", "dpo.jsonl", "heldout.jsonl"])
+def test_every_line_is_a_json_object(name):
+    for number, line in enumerate((DATA_DIR / name).read_text(encoding="utf-8").splitlines(), start=1):
+        assert line.strip(), f"{name}:{number} is blank"
+        assert isinstance(json.loads(line), dict), f"{name}:{number}"
+
+
+def test_sft_format_and_counts(sft):
+    assert len(sft) >= 300
+    for row in sft:
+        assert set(row) == {"messages", "category"}, row
+        assert row["category"] in SFT_MIN_PER_CATEGORY, row["category"]
+        assert_chat(row["messages"])
+    counts = Counter(row["category"] for row in sft)
+    for category, minimum in SFT_MIN_PER_CATEGORY.items():
+        assert counts[category] >= minimum, (category, counts)
+    # Mostly single-turn, but the model must also see later turns and system messages.
+    two_turn = sum(len(user_prompts(row["messages"])) == 2 for row in sft)
+    with_system = sum(row["messages"][0]["role"] == "system" for row in sft)
+    assert two_turn >= 0.05 * len(sft) and with_system >= 10, (two_turn, with_system)
+
+
+def test_dpo_format_and_counts(dpo):
+    assert len(dpo) >= 150
+    for row in dpo:
+        assert set(row) == {"prompt", "chosen", "rejected", "category", "rejected_kind"}, row
+        assert row["rejected_kind"] in DPO_MIN_PER_KIND, row["rejected_kind"]
+        assert row["category"] in SFT_MIN_PER_CATEGORY, row["category"]
+        assert_chat(row["prompt"], last_role="user")
+        for side in ("chosen", "rejected"):
+            assert len(row[side]) == 1 and row[side][0]["role"] == "assistant", row[side]
+            assert_chat(row[side], first_role="assistant")
+        assert normalise(row["chosen"][0]["content"]) != normalise(row["rejected"][0]["content"]), row
+    counts = Counter(row["rejected_kind"] for row in dpo)
+    for kind, minimum in DPO_MIN_PER_KIND.items():
+        assert counts[kind] >= minimum, (kind, counts)
+    # Compliance with harm is only ever the rejected side of a harmful prompt.
+    assert {row["category"] for row in dpo if row["rejected_kind"] == "complies_with_harm"} == {"refusal"}
+
+
+def test_heldout_format_and_counts(heldout):
+    for row in heldout:
+        assert row["kind"] in HELDOUT_MIN_PER_KIND, row
+        assert isinstance(row["prompt"], str) and row["prompt"].strip(), row
+        if row["kind"] == "factual":
+            assert set(row) == {"prompt", "kind", "expected"}, row
+            expected = row["expected"]
+            assert isinstance(expected, list) and expected, row
+            assert all(isinstance(answer, str) and answer.strip() for answer in expected), row
+        else:
+            assert set(row) == {"prompt", "kind"}, row
+    counts = Counter(row["kind"] for row in heldout)
+    for kind, minimum in HELDOUT_MIN_PER_KIND.items():
+        assert counts[kind] >= minimum, (kind, counts)
+
+
+def test_no_duplicate_prompts_within_a_file(sft, dpo, heldout):
+    prompts_by_file = {
+        "sft.jsonl": [p for row in sft for p in user_prompts(row["messages"])],
+        "dpo.jsonl": [p for row in dpo for p in user_prompts(row["prompt"])],
+        "heldout.jsonl": [row["prompt"] for row in heldout],
+    }
+    for name, prompts in prompts_by_file.items():
+        duplicates = [p for p, n in Counter(map(normalise, prompts)).items() if n > 1]
+        assert not duplicates, f"{name}: {duplicates}"
+
+
+def test_heldout_prompts_are_never_trained_on(sft, dpo, heldout):
+    trained = {normalise(p) for row in sft for p in user_prompts(row["messages"])}
+    trained |= {normalise(p) for row in dpo for p in user_prompts(row["prompt"])}
+    leaked = [row["prompt"] for row in heldout if normalise(row["prompt"]) in trained]
+    assert not leaked, leaked
+
+
+def test_sft_renders_through_the_official_gemma3_template_with_short_answers(sft, dpo, gemma_tokenizer):
+    template = official_template("gemma3")
+    conversations = [row["messages"] for row in sft] + [row["prompt"] + row["chosen"] for row in dpo]
+    for messages in conversations:
+        text = gemma_tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False)
+        # Every answer is closed by the end-of-turn token: the stop signal the SFT stage teaches.
+        assert text.endswith("<end_of_turn>\n"), text[-80:]
+        assert text.count("<start_of_turn>model\n") == sum(m["role"] == "assistant" for m in messages)
+    answers = [m["content"] for messages in conversations for m in messages if m["role"] == "assistant"]
+    lengths = [len(ids) for ids in gemma_tokenizer(answers, add_special_tokens=False)["input_ids"]]
+    too_long = [(n, a[:60]) for n, a in zip(lengths, answers) if n > MAX_ANSWER_TOKENS]
+    assert not too_long, too_long
