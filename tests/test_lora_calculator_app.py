@@ -1,0 +1,64 @@
+"""The LoRA / QLoRA calculator through its API, as a browser or script would reach it."""
+
+import pytest
+from gradio_client import Client, handle_file
+
+from shared import memory
+from shared.apps import load_app
+
+
+@pytest.fixture(scope="module")
+def client():
+    demo = load_app("lora_calculator").demo
+    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True)
+    try:
+        yield Client(url, verbose=False)
+    finally:
+        demo.close()
+
+
+def _calculate(client, model="llama-3.2-1b", config_file=None, method="lora", precision="bf16", optimizer="adamw",
+               rank=16, alpha=32, targets="all-linear", batch=1, seq=512, ckpt=False, dq=True):
+    return client.predict(model, config_file, method, precision, optimizer, rank, alpha, targets, batch, seq, ckpt, dq,
+                          api_name="/calculate")
+
+
+def test_lesson_matrix(client):
+    summary, modules, chart, fits, notes = _calculate(client, model="4096x4096", targets="all-linear")
+    assert "131,072" in summary and "0.775 %" in summary
+    assert modules["data"] == [["W", 1, 4096, 4096, 131072, 131072]]
+    assert "no activations" in notes
+
+
+def test_preset_matches_the_library_and_charts_three_methods(client):
+    summary, modules, chart, fits, _ = _calculate(client, model="qwen2.5-0.5b", method="qlora", targets="q_proj,v_proj")
+    est = memory.estimate_memory(memory.resolve_model("qwen2.5-0.5b"),
+                                 memory.TrainingSetup(method="qlora", targets="q_proj,v_proj", seq_len=512))
+    assert f"{est.trainable_params:,}" in summary
+    # The stacked bars: one bar per method, one slice per memory part.
+    rows = chart["value"]["data"] if "value" in chart else chart["data"]
+    methods = {row[0] for row in rows}
+    assert methods == {"Full fine-tuning", "LoRA", "QLoRA"}
+    assert len(rows) == 3 * len(memory.BAR_PARTS)
+    assert [row[0] for row in fits["data"]][0].startswith("T4")
+
+
+def test_uploaded_config(client, tmp_path):
+    config = tmp_path / "config.json"
+    config.write_text((memory.CONFIG_DIR / "smollm2-135m.json").read_text())
+    summary, *_ = _calculate(client, model="", config_file=handle_file(str(config)), method="full")
+    assert "134,515,008" in summary
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(model="not-a-model"), "Unknown preset"),
+        (dict(rank=0), "minimum"),  # the Number component itself refuses it
+        (dict(targets="foo_proj"), "match no linear layer"),
+        (dict(model="someone/some-model"), "HF_HUB_OFFLINE"),
+    ],
+)
+def test_bad_input_is_a_friendly_error(client, kwargs, message):
+    with pytest.raises(Exception, match=message):
+        _calculate(client, **kwargs)
