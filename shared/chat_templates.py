@@ -1,18 +1,49 @@
-"""Official chat templates, read from the installed `trl` package.
+"""Official chat templates, read from the installed `trl` package, and how a conversation renders with them.
 
 TRL ships the templates of the major model families as `trl/chat_templates/<family>.jinja`, plus
 `<family>_training.jinja` variants that wrap assistant turns in `{% generation %}` markers (what an
 assistant-only SFT loss needs). We read that real data instead of keeping hand-written copies.
+
+Rendering follows transformers' `apply_chat_template` character for character (see `template_sandbox`);
+official templates render in-process, anything pasted or downloaded renders in a bounded child process.
+
+Command line (exit code 2 and one line on stderr on any error):
+
+    python -m shared.chat_templates --list
+    python -m shared.chat_templates --family gemma3 --messages chat.json --add-generation-prompt
+    python -m shared.chat_templates --template my_template.jinja --messages chat.json
 """
 
 from __future__ import annotations
 
+import argparse
 import functools
+import importlib.util
+import json
+import logging
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-import trl
+from shared.template_sandbox import (
+    TemplateError,
+    has_generation_tag,
+    render_jobs,
+    render_template,
+    render_untrusted,
+)
 
-TRL_TEMPLATE_DIR = Path(trl.__file__).parent / "chat_templates"
+logger = logging.getLogger(__name__)
+
+# Found without importing trl (~0.1 s and a transformers import we do not need to read text files).
+TRL_TEMPLATE_DIR = Path(importlib.util.find_spec("trl").submodule_search_locations[0]) / "chat_templates"
+FAMILY_DATA_PATH = Path(__file__).resolve().parent / "data" / "templates" / "families.json"
+ROLES = ("system", "user", "assistant", "tool")
+# A conversation to inspect, not a dataset: 64 messages of 20,000 characters is more than any lesson needs.
+MAX_MESSAGES = 64
+MAX_CONTENT_CHARS = 20_000
+# Custom templates see the special tokens of the embedded Gemma 3 tokenizer, whose ids the app shows.
+CUSTOM_TEMPLATE_FAMILY = "gemma3"
 
 # Which official template a tokenizer without one should use, by `config.model_type`.
 # Base checkpoints (e.g. the embedded gemma-3-270m-pt) ship no chat template at all.
@@ -64,3 +95,204 @@ def end_of_turn_token(tokenizer, chat_template: str) -> str | None:
         if token in special:
             return token
     return tokenizer.eos_token
+
+
+# --------------------------------------------------------------------------------------------
+# Facts about families that templates cannot tell us (data), and what they can (derived)
+# --------------------------------------------------------------------------------------------
+
+@functools.cache
+def _family_data() -> dict[str, dict]:
+    data = json.loads(FAMILY_DATA_PATH.read_text(encoding="utf-8"))
+    data.pop("_about", None)
+    return data
+
+
+def family_info(family: str) -> dict:
+    """The hand-entered facts about a family: `bos_token`/`eos_token` strings, `reference_model` (may be empty)."""
+    official_template(family)  # a friendly ValueError for unknown names
+    return dict(_family_data().get(family, {}))
+
+
+def family_variables(family: str) -> dict[str, str]:
+    """The special-token strings a family's template reads (`bos_token`, `eos_token`), as its tokenizer passes them."""
+    info = family_info(family)
+    return {key: info[key] for key in ("bos_token", "eos_token") if info.get(key)}
+
+
+def training_template(family: str) -> str | None:
+    """The family's template with `{% generation %}` markers (its own, or TRL's `_training` variant), or None."""
+    template = official_template(family)
+    if has_generation_tag(template):
+        return template
+    try:
+        return official_template(family, training=True)
+    except ValueError:
+        return None
+
+
+def official_family_of(template: str) -> str | None:
+    """Which official family a template is, by exact identity (as TRL recognises a tokenizer's template)."""
+    for family in list_families():
+        if official_template(family) == template:
+            return family
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# Messages
+# --------------------------------------------------------------------------------------------
+
+def validate_messages(messages) -> list[dict]:
+    """Check a conversation and return it as plain dicts; ValueError with a one-line reason otherwise."""
+    if isinstance(messages, dict) and "messages" in messages:
+        messages = messages["messages"]
+    if not isinstance(messages, list):
+        raise ValueError('A conversation is a JSON list of messages, like [{"role": "user", "content": "Hi"}].')
+    if not messages:
+        raise ValueError("The conversation is empty: add at least one message.")
+    if len(messages) > MAX_MESSAGES:
+        raise ValueError(f"At most {MAX_MESSAGES} messages, got {len(messages)}.")
+    checked = []
+    for number, message in enumerate(messages, start=1):
+        if not isinstance(message, dict) or "role" not in message or "content" not in message:
+            raise ValueError(f"Message {number} needs a 'role' and a 'content'.")
+        if not isinstance(message["role"], str) or not message["role"].strip():
+            raise ValueError(f"Message {number}: the role must be a word such as {', '.join(ROLES)}.")
+        content = message["content"]
+        if not isinstance(content, (str, list)):
+            raise ValueError(f"Message {number}: content must be text (or a list of content parts).")
+        if len(json.dumps(content)) > MAX_CONTENT_CHARS:
+            raise ValueError(f"Message {number} is longer than {MAX_CONTENT_CHARS:,} characters.")
+        checked.append(dict(message))
+    return checked
+
+
+def parse_messages_json(text: str) -> list[dict]:
+    try:
+        messages = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"The conversation is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno}).") from None
+    return validate_messages(messages)
+
+
+# --------------------------------------------------------------------------------------------
+# Rendering
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Rendering:
+    """A rendered conversation and the character spans of its `{% generation %}` blocks (the SFT loss)."""
+
+    text: str
+    generation_spans: tuple[tuple[int, int], ...] = ()
+
+
+def render_chat(
+    template: str,
+    messages: list[dict],
+    *,
+    add_generation_prompt: bool = False,
+    continue_final_message: bool = False,
+    variables: dict | None = None,
+    untrusted: bool = True,
+) -> Rendering:
+    """Render `messages` with a Jinja chat template exactly as `tokenizer.apply_chat_template(tokenize=False)`.
+
+    `variables` are what the tokenizer would pass (`bos_token`, `eos_token`, …). Anything not from the
+    installed TRL package is `untrusted` and renders in the bounded sandbox process.
+    Raises ValueError (a `TemplateError`) with a one-line message.
+    """
+    messages = validate_messages(messages)
+    flags = dict(add_generation_prompt=add_generation_prompt, continue_final_message=continue_final_message)
+    if untrusted:
+        [result] = render_untrusted(template, [dict(messages=messages, **flags)], variables)
+        if "error" in result:
+            raise TemplateError(result["error"])
+        return Rendering(result["text"], tuple(map(tuple, result["spans"])))
+    text, spans = render_template(template, messages, variables=variables, **flags)
+    return Rendering(text, tuple(spans))
+
+
+def render_family(
+    family: str,
+    messages: list[dict],
+    *,
+    add_generation_prompt: bool = False,
+    continue_final_message: bool = False,
+    training: bool = False,
+) -> Rendering:
+    """Render with a family's official template and its special tokens (`training=True`: the marked one)."""
+    template = training_template(family) if training else official_template(family)
+    if template is None:
+        raise ValueError(f"The {family} template has no {{% generation %}} markers, so it has no training variant.")
+    return render_chat(
+        template,
+        messages,
+        add_generation_prompt=add_generation_prompt,
+        continue_final_message=continue_final_message,
+        variables=family_variables(family),
+        untrusted=False,
+    )
+
+
+def render_batch(template: str, jobs: list[dict], variables: dict | None, *, untrusted: bool) -> list[dict]:
+    """Several renders of one template at once (one sandbox round trip when untrusted)."""
+    if untrusted:
+        return render_untrusted(template, jobs, variables)
+    return render_jobs(template, jobs, variables)
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------
+
+class _OneLineParser(argparse.ArgumentParser):
+    def error(self, message):
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _OneLineParser(
+        prog="python -m shared.chat_templates",
+        description="Render a conversation with an official chat template (from TRL) or a custom one.",
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--list", action="store_true", help="print the official family names, one per line")
+    source.add_argument("--family", help="an official family, e.g. gemma3, llama3, qwen2_5, phi3")
+    source.add_argument("--template", type=Path, help="a custom .jinja file, rendered in the sandbox")
+    parser.add_argument("--messages", type=Path, help='a JSON file: [{"role": "user", "content": "Hi"}, ...]')
+    parser.add_argument("--add-generation-prompt", action="store_true", help="open an assistant turn at the end")
+    parser.add_argument("--continue-final-message", action="store_true", help="leave the last message open")
+    args = parser.parse_args(argv)
+
+    if args.list:
+        sys.stdout.write("".join(f"{family}\n" for family in list_families()))
+        return 0
+    try:
+        if args.messages is None:
+            raise ValueError("--messages FILE.json is required to render")
+        try:
+            messages = parse_messages_json(args.messages.read_text(encoding="utf-8"))
+            template_source = args.template.read_text(encoding="utf-8") if args.template else None
+        except OSError as exc:
+            raise ValueError(f"cannot read {exc.filename}: {exc.strerror}") from None
+        flags = dict(
+            add_generation_prompt=args.add_generation_prompt, continue_final_message=args.continue_final_message
+        )
+        if template_source is not None:
+            rendering = render_chat(
+                template_source, messages, variables=family_variables(CUSTOM_TEMPLATE_FAMILY), untrusted=True, **flags
+            )
+        else:
+            rendering = render_family(args.family, messages, **flags)
+    except ValueError as exc:
+        sys.stderr.write(f"error: {' '.join(str(exc).split())}\n")
+        return 2
+    sys.stdout.write(rendering.text)
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

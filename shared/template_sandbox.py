@@ -1,0 +1,465 @@
+"""Render chat templates the way transformers does, and render untrusted ones in a bounded child process.
+
+Two layers, one environment:
+
+1. `render_template` renders in this process with an `ImmutableSandboxedEnvironment` set up like
+   transformers' `apply_chat_template`: `trim_blocks`/`lstrip_blocks`, the `{% generation %}` tag (we record
+   the character spans it wraps: the assistant-only loss mask), loop controls, a `tojson` that keeps
+   non-ASCII text, `raise_exception`, `strftime_now`, and the same `continue_final_message` trimming.
+   Official templates from the installed TRL package are trusted and take this path.
+2. `render_untrusted` runs the same code in a separate, pre-started Python process that sees nothing but
+   the template, the messages and a few special-token strings (empty environment, no HF_TOKEN), with a
+   wall-clock limit, a memory limit and an output cap. Endless loops are killed, giant outputs are cut,
+   attribute escapes are refused by the sandbox: each ends in a one-line `TemplateError`.
+
+This file imports only the standard library and jinja2, because the child runs it as a script
+(`python -I template_sandbox.py --serve`): cheap to start, and unable to import anything of ours.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import select
+import subprocess
+import sys
+import tempfile
+import threading
+from contextvars import ContextVar
+from datetime import datetime
+
+import jinja2
+import jinja2.ext
+import jinja2.nodes
+from jinja2.exceptions import SecurityError, TemplateError as JinjaTemplateError, TemplateSyntaxError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+logger = logging.getLogger(__name__)
+
+# A rendered chat is a few kB; 100,000 characters (~25k tokens) is far beyond any lesson conversation,
+# and small enough that the parent can tokenize and draw it without stalling.
+MAX_OUTPUT_CHARS = 100_000
+# Wall-clock limit for one untrusted render batch (a few renders of one template), measured from the
+# moment the request reaches an already-started child, so Python's start-up time does not count.
+TIME_LIMIT_S = 2.0
+# How long a child may take to start (import jinja2) before we give up on it.
+_START_LIMIT_S = 10.0
+# Address space of the child: Python + jinja2 need ~60 MB; a template that builds a 1 GB string hits this.
+_CHILD_MEMORY_BYTES = 512 * 1024**2
+# CPU seconds: a backstop that ends the child even if the parent is gone and cannot kill it.
+_CHILD_CPU_S = 10
+# Warm children kept waiting, so a render costs a pipe round trip rather than a Python start (~100 ms).
+_WARM_CHILDREN = 2
+_READY_BYTE = b"R"
+
+# Keys transformers copies a message's reasoning into; templates read `reasoning_content` (gpt-oss: `thinking`).
+_REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")
+# The tag transformers appends to the final message to find where its text ends in the rendering.
+_CONTINUE_TAG = "CONTINUE_FINAL_MESSAGE_TAG "
+
+
+class TemplateError(ValueError):
+    """A template that cannot render this conversation; the message is one line, fit for a user."""
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+# --------------------------------------------------------------------------------------------
+# The environment: transformers' semantics, plus refusals that end attacks early and clearly
+# --------------------------------------------------------------------------------------------
+
+# (chunks rendered so far, spans found so far) while a render is tracking `{% generation %}` blocks.
+_tracking: ContextVar[tuple[list[str], list[tuple[int, int]]] | None] = ContextVar("generation_tracking", default=None)
+
+
+class GenerationTag(jinja2.ext.Extension):
+    """`{% generation %}…{% endgeneration %}`: renders its body unchanged and records where it landed.
+
+    The span starts after everything yielded so far, exactly as transformers' AssistantTracker counts it,
+    so the loss masks we draw are the ones SFTTrainer's `assistant_only_loss` would use.
+    """
+
+    tags = {"generation"}
+
+    def parse(self, parser):
+        lineno = next(parser.stream).lineno
+        body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+        return jinja2.nodes.CallBlock(self.call_method("_record"), [], [], body).set_lineno(lineno)
+
+    def _record(self, caller) -> str:
+        text = caller()
+        state = _tracking.get()
+        if state is not None:
+            chunks, spans = state
+            start = sum(len(chunk) for chunk in chunks)
+            spans.append((start, start + len(text)))
+        return text
+
+
+class ChatTemplateEnvironment(ImmutableSandboxedEnvironment):
+    """The immutable sandbox, with two refusals that turn silent or slow abuse into a clear error.
+
+    - An unsafe attribute (`''.__class__`, `x.__globals__`, `list.append`) raises at once instead of
+      becoming an empty Undefined, so an escape attempt is reported rather than rendered as "".
+    - `*` and `**` refuse results larger than the output cap before computing them (`'a' * 10**10`,
+      `10 ** 10 ** 10`), so they fail in microseconds instead of eating memory or CPU.
+    Official templates never do either, so their output is unchanged.
+    """
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def unsafe_undefined(self, obj, attribute):
+        raise SecurityError(f"access to attribute {attribute!r} of {type(obj).__name__!r} object is unsafe")
+
+    def call_binop(self, context, operator, left, right):
+        if operator == "*":
+            for sequence, count in ((left, right), (right, left)):
+                if isinstance(sequence, (str, list, tuple)) and isinstance(count, int):
+                    if len(sequence) * count > MAX_OUTPUT_CHARS:
+                        raise SecurityError(f"repeating a sequence {count} times exceeds the output cap")
+        if operator == "**" and isinstance(left, int) and isinstance(right, int) and abs(left) > 1:
+            # bits of the result ≈ exponent * bits of the base; a million bits is already absurd for a template
+            if right * abs(left).bit_length() > 1_000_000:
+                raise SecurityError("the power is too large to compute")
+        return super().call_binop(context, operator, left, right)
+
+
+def _raise_exception(message):
+    raise JinjaTemplateError(message)
+
+
+def _tojson(value, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+    # Jinja's own tojson escapes <, >, & for HTML; chat templates want the plain JSON transformers gives.
+    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+
+def _strftime_now(format_string):
+    return datetime.now().strftime(format_string)
+
+
+def _template_dict(*args, **kwargs):
+    # A plain function, not the `dict` type, so `dict.__class__`-style hops have nothing to hold on to.
+    return dict(*args, **kwargs)
+
+
+class _TemplateNamespace(jinja2.utils.Namespace):
+    """`namespace(...)` that refuses underscore names, so it cannot be used to reach interpreter internals."""
+
+    def __init__(*args, **kwargs):  # same signature trick as Jinja's Namespace, so `namespace(self=…)` works
+        self, args = args[0], args[1:]
+        attrs = dict(*args, **kwargs)
+        for name in attrs:
+            _TemplateNamespace._check(name)
+        jinja2.utils.Namespace.__init__(self, attrs)
+
+    def __setitem__(self, name, value):
+        _TemplateNamespace._check(name)
+        jinja2.utils.Namespace.__setitem__(self, name, value)
+
+    @staticmethod
+    def _check(name):
+        if isinstance(name, str) and name.startswith("_"):
+            raise SecurityError(f"a namespace cannot hold the underscore name {name!r}")
+
+
+def build_environment() -> ChatTemplateEnvironment:
+    env = ChatTemplateEnvironment(
+        trim_blocks=True, lstrip_blocks=True, extensions=[GenerationTag, jinja2.ext.loopcontrols]
+    )
+    env.filters["tojson"] = _tojson
+    env.globals["raise_exception"] = _raise_exception
+    env.globals["strftime_now"] = _strftime_now
+    env.globals["dict"] = _template_dict
+    env.globals["namespace"] = _TemplateNamespace
+    return env
+
+
+_environment = build_environment()
+_compile_lock = threading.Lock()
+_compiled: dict[str, jinja2.Template] = {}
+# A few templates are in use at once (the catalogue's, the one pasted); keep recent compilations.
+_MAX_COMPILED = 64
+
+
+def compile_template(source: str) -> jinja2.Template:
+    with _compile_lock:
+        template = _compiled.get(source)
+    if template is not None:
+        return template
+    try:
+        template = _environment.from_string(source)
+    except TemplateSyntaxError as exc:
+        raise TemplateError(f"Template syntax error on line {exc.lineno}: {_one_line(exc.message)}") from None
+    with _compile_lock:
+        if len(_compiled) >= _MAX_COMPILED:
+            _compiled.pop(next(iter(_compiled)))
+        _compiled[source] = template
+    return template
+
+
+def has_generation_tag(source: str) -> bool:
+    """Does the template mark assistant output with `{% generation %}` (the tag, not the word)?"""
+    return any(
+        isinstance(node, jinja2.nodes.CallBlock)
+        and isinstance(node.call, jinja2.nodes.Call)
+        and getattr(node.call.node, "name", None) == "_record"
+        for node in compile_template_ast(source).find_all(jinja2.nodes.CallBlock)
+    )
+
+
+def compile_template_ast(source: str) -> jinja2.nodes.Template:
+    try:
+        return _environment.parse(source)
+    except TemplateSyntaxError as exc:
+        raise TemplateError(f"Template syntax error on line {exc.lineno}: {_one_line(exc.message)}") from None
+
+
+def template_literals(source: str) -> list[str]:
+    """The literal text a template can write: its raw text blocks and string constants."""
+    ast = compile_template_ast(source)
+    literals = [node.data for node in ast.find_all(jinja2.nodes.TemplateData)]
+    literals += [node.value for node in ast.find_all(jinja2.nodes.Const) if isinstance(node.value, str)]
+    return literals
+
+
+# --------------------------------------------------------------------------------------------
+# One render, with transformers' handling of messages and continue_final_message
+# --------------------------------------------------------------------------------------------
+
+def _prepare_messages(messages: list) -> list[dict]:
+    prepared = []
+    for message in json.loads(json.dumps(messages)):  # a deep copy in plain JSON types, never the caller's
+        if not isinstance(message, dict):
+            raise TemplateError(f"Each message must be an object with 'role' and 'content', got {message!r:.60}")
+        # transformers drops None values: templates test `is defined`, and "None" must never be rendered.
+        message = {key: value for key, value in message.items() if value is not None}
+        reasoning = next((message[key] for key in _REASONING_FIELDS if message.get(key) is not None), None)
+        if reasoning is not None:
+            message = {"thinking": reasoning, **message, "reasoning_content": reasoning}
+        prepared.append(message)
+    return prepared
+
+
+def render_template(
+    source: str,
+    messages: list,
+    *,
+    add_generation_prompt: bool = False,
+    continue_final_message: bool = False,
+    variables: dict | None = None,
+    max_output_chars: int = MAX_OUTPUT_CHARS,
+) -> tuple[str, list[tuple[int, int]]]:
+    """(rendered text, spans of `{% generation %}` blocks) — what `apply_chat_template` would render.
+
+    `variables` are the extra names the template sees, normally the tokenizer's special tokens
+    (`bos_token`, `eos_token`, …). Raises `TemplateError` with a one-line message.
+    """
+    if continue_final_message and add_generation_prompt:
+        raise TemplateError(
+            "continue_final_message and add_generation_prompt exclude each other: one continues the last "
+            "message, the other opens a new assistant turn."
+        )
+    if not messages:
+        raise TemplateError("The conversation is empty: add at least one message.")
+    template = compile_template(source)
+    chat = _prepare_messages(messages)
+    final_text = None
+    if continue_final_message:
+        final_text = chat[-1].get("content")
+        if not isinstance(final_text, str):
+            raise TemplateError("continue_final_message needs a final message with text content to continue.")
+        chat[-1]["content"] = final_text + _CONTINUE_TAG
+
+    chunks: list[str] = []
+    spans: list[tuple[int, int]] = []
+    size = 0
+    token = _tracking.set((chunks, spans))
+    try:
+        for chunk in template.generate(
+            messages=chat, tools=None, documents=None, add_generation_prompt=add_generation_prompt,
+            **(variables or {}),
+        ):
+            size += len(chunk)
+            if size > max_output_chars:
+                raise TemplateError(
+                    f"The template wrote more than {max_output_chars:,} characters and was stopped (output cap)."
+                )
+            chunks.append(chunk)
+    except TemplateError:
+        raise
+    except SecurityError as exc:
+        raise TemplateError(f"Refused by the sandbox: {_one_line(exc)}.") from None
+    except JinjaTemplateError as exc:
+        if type(exc) is JinjaTemplateError:  # the template's own raise_exception(...)
+            raise TemplateError(f"The template refused this conversation: {_one_line(exc)}") from None
+        raise TemplateError(f"Template error: {_one_line(exc)}") from None  # undefined names, bad filters
+    except RecursionError:
+        raise TemplateError("The template recursed too deeply (runaway recursion) and was stopped.") from None
+    except MemoryError:
+        raise TemplateError("The template needed more memory than the sandbox allows and was stopped.") from None
+    except Exception as exc:  # a template can raise anything Python can (TypeError, ZeroDivisionError, …)
+        raise TemplateError(f"The template failed: {type(exc).__name__}: {_one_line(exc)}") from None
+    finally:
+        _tracking.reset(token)
+    text = "".join(chunks)
+
+    if continue_final_message:
+        # Same rule as transformers: cut right after the final message's text, keeping its own spacing.
+        if final_text.strip() not in text or _CONTINUE_TAG.strip() not in text:
+            raise TemplateError(
+                "continue_final_message: the template changes the final message, so its end cannot be found."
+            )
+        tag_at = text.rindex(_CONTINUE_TAG.strip())
+        text = text[:tag_at] if text[tag_at:tag_at + len(_CONTINUE_TAG)] == _CONTINUE_TAG else text[:tag_at].rstrip()
+        spans = [(start, min(end, len(text))) for start, end in spans if start < len(text)]
+    return text, spans
+
+
+def render_jobs(source: str, jobs: list[dict], variables: dict | None = None) -> list[dict]:
+    """Render one template for several conversations; each result is {"text", "spans"} or {"error"}."""
+    compile_template(source)  # a syntax error concerns every job: raise it once
+    results = []
+    for job in jobs:
+        try:
+            text, spans = render_template(
+                source,
+                job["messages"],
+                add_generation_prompt=bool(job.get("add_generation_prompt")),
+                continue_final_message=bool(job.get("continue_final_message")),
+                variables=variables,
+            )
+            results.append({"text": text, "spans": spans})
+        except TemplateError as exc:
+            results.append({"error": str(exc)})
+    return results
+
+
+# --------------------------------------------------------------------------------------------
+# The child process
+# --------------------------------------------------------------------------------------------
+
+def _serve_one_request() -> None:
+    """Child side: signal readiness, read one JSON request from stdin, answer on stdout, exit."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (_CHILD_MEMORY_BYTES, _CHILD_MEMORY_BYTES))
+    resource.setrlimit(resource.RLIMIT_CPU, (_CHILD_CPU_S, _CHILD_CPU_S))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))  # it has no business writing files
+    reply_stream = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8")
+    sys.stdout = open(os.devnull, "w")  # nothing but the reply may reach the parent's pipe
+    os.write(reply_stream.fileno(), _READY_BYTE)
+
+    raw = sys.stdin.buffer.read()
+    if not raw:  # the parent went away while we waited
+        return
+    try:
+        request = json.loads(raw)
+        reply = {"results": render_jobs(request["template"], request["jobs"], request.get("variables"))}
+    except TemplateError as exc:
+        reply = {"error": str(exc)}
+    except MemoryError:
+        reply = {"error": "The template needed more memory than the sandbox allows and was stopped."}
+    except Exception as exc:
+        reply = {"error": f"The sandbox could not render: {type(exc).__name__}: {_one_line(exc)}"}
+    reply_stream.write(json.dumps(reply))
+    reply_stream.flush()
+
+
+class _WarmChildren:
+    """Started children waiting for one request each. Each child serves once and exits, so nothing one
+    user's template does can leak into the next render; a used child is replaced right away."""
+
+    def __init__(self, size: int):
+        self._size = size
+        self._lock = threading.Lock()
+        self._idle: list[subprocess.Popen] = []
+
+    def _start(self) -> subprocess.Popen:
+        # An empty environment (no HF_TOKEN, no proxies) and a throwaway working directory.
+        env = {"PATH": os.defpath, "PYTHONHASHSEED": "0", "LANG": "C.UTF-8"}
+        return subprocess.Popen(
+            [sys.executable, "-I", os.path.abspath(__file__), "--serve"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=env,
+            cwd=tempfile.gettempdir(),
+            start_new_session=True,  # a Ctrl-C aimed at the app does not hit the children mid-render
+        )
+
+    def take(self) -> subprocess.Popen:
+        with self._lock:
+            self._idle = [child for child in self._idle if child.poll() is None]
+            child = self._idle.pop(0) if self._idle else None
+        if child is None:  # more renders at once than warm children: start one now (~100 ms)
+            child = self._start()
+        with self._lock:
+            while len(self._idle) < self._size:
+                self._idle.append(self._start())
+        return child
+
+    def close(self) -> None:
+        with self._lock:
+            for child in self._idle:
+                child.kill()
+                child.wait()
+            self._idle = []
+
+
+_children = _WarmChildren(_WARM_CHILDREN)
+atexit.register(_children.close)
+
+
+def _kill(child: subprocess.Popen) -> None:
+    child.kill()
+    try:
+        child.communicate(timeout=_START_LIMIT_S)
+    except subprocess.TimeoutExpired:  # pragma: no cover - a killed process always ends
+        logger.warning("A sandbox child did not end after SIGKILL (pid %s)", child.pid)
+
+
+def render_untrusted(
+    source: str, jobs: list[dict], variables: dict | None = None, *, time_limit_s: float = TIME_LIMIT_S
+) -> list[dict]:
+    """`render_jobs` in a separate process under a wall-clock limit, a memory limit and an output cap.
+
+    Raises `TemplateError` when the whole batch fails (syntax error, endless loop, memory, crash);
+    per-conversation refusals (`raise_exception`) come back as {"error": ...} entries like `render_jobs`.
+    """
+    request = json.dumps({"template": source, "jobs": jobs, "variables": variables or {}}).encode("utf-8")
+    child = _children.take()
+    try:
+        ready, _, _ = select.select([child.stdout], [], [], _START_LIMIT_S)
+        if not ready or os.read(child.stdout.fileno(), 1) != _READY_BYTE:
+            raise TemplateError("The template sandbox could not start; try again.")
+        out, _ = child.communicate(request, timeout=time_limit_s)
+    except subprocess.TimeoutExpired:
+        _kill(child)
+        raise TemplateError(
+            f"The template did not finish within {time_limit_s:g} s (an endless loop?) and was stopped."
+        ) from None
+    except BaseException:
+        _kill(child)
+        raise
+    if not out:
+        # Killed by a resource limit: CPU time (SIGXCPU) or memory so exhausted it could not even reply.
+        raise TemplateError("The template exhausted the sandbox's resources and was stopped.")
+    # Our own child wrote this, but cap what we parse anyway: a reply holds at most a few capped texts.
+    if len(out) > 16 * MAX_OUTPUT_CHARS * max(1, len(jobs)):
+        raise TemplateError("The template's output exceeded the sandbox's cap.")
+    reply = json.loads(out)
+    if "error" in reply:
+        raise TemplateError(reply["error"])
+    return reply["results"]
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--serve"]:
+        _serve_one_request()
+    else:
+        sys.exit("usage: python template_sandbox.py --serve  (started by render_untrusted, not by hand)")

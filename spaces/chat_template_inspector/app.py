@@ -1,0 +1,248 @@
+"""Chat-template inspector: from messages to the tokens a model reads, with the SFT loss mask.
+
+    python spaces/chat_template_inspector/app.py
+
+Write a conversation, pick an official template family (from TRL), a Hub model, or paste your own
+template, and see the exact text, its tokens and ids, what an assistant-only loss trains on, where
+inference starts and which token ends a turn. Pasted and downloaded templates render in a sandbox.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import gradio as gr
+
+from shared.chat_templates import ROLES, list_families, parse_messages_json
+from shared.template_inspect import (
+    compare_families,
+    embedded_tokenizer,
+    inspect_custom_template,
+    inspect_family,
+    inspect_hub_model,
+)
+from shared.template_view import (
+    compare_html,
+    legend_html,
+    summary_markdown,
+    text_html,
+    tokens_html,
+    warnings_markdown,
+)
+
+SOURCES = ["Official family", "Hub model", "Custom template"]
+DEFAULT_FAMILY = "gemma3"
+DEFAULT_COMPARE = ["gemma3", "llama3", "qwen2_5", "phi3"]
+DEFAULT_MESSAGES = [
+    {"role": "system", "content": "You are a concise assistant."},
+    {"role": "user", "content": "What is the capital of France?"},
+    {"role": "assistant", "content": "Paris."},
+    {"role": "user", "content": "And of Italy?"},
+]
+EXAMPLE_TEMPLATE = """{{ bos_token }}
+{%- for message in messages -%}
+    {{ '<|' + message['role'] + '|>\\n' }}
+    {%- if message['role'] == 'assistant' -%}
+        {% generation %}{{ message['content'] }}<|end|>{% endgeneration %}
+    {%- else -%}
+        {{ message['content'] }}<|end|>
+    {%- endif %}
+{% endfor -%}
+{%- if add_generation_prompt -%}{{ '<|assistant|>\\n' }}{%- endif -%}
+"""
+
+
+def _dump(messages: list[dict]) -> str:
+    return json.dumps(messages, indent=2, ensure_ascii=False)
+
+
+def _messages_or_error(messages_json: str) -> list[dict]:
+    try:
+        return parse_messages_json(messages_json)
+    except ValueError as exc:
+        raise gr.Error(str(exc)) from None
+
+
+# --------------------------------------------------------------------------------------------
+# Handlers: parse, call shared/, turn ValueError into gr.Error
+# --------------------------------------------------------------------------------------------
+
+def inspect(messages_json, source, family, model_id, custom_template, add_generation_prompt, continue_final_message):
+    """Returns (summary, warnings, text html, tokens html, exact text)."""
+    messages = _messages_or_error(messages_json)
+    flags = dict(add_generation_prompt=add_generation_prompt, continue_final_message=continue_final_message)
+    try:
+        if source == "Hub model":
+            inspection = inspect_hub_model(model_id or "", messages, **flags)
+        elif source == "Custom template":
+            inspection = inspect_custom_template(custom_template or "", messages, **flags)
+        else:
+            inspection = inspect_family(family or DEFAULT_FAMILY, messages, **flags)
+    except ValueError as exc:
+        raise gr.Error(str(exc)) from None
+    return (
+        summary_markdown(inspection),
+        warnings_markdown(inspection),
+        text_html(inspection),
+        tokens_html(inspection),
+        inspection.text,
+    )
+
+
+def compare(messages_json, families, add_generation_prompt):
+    messages = _messages_or_error(messages_json)
+    try:
+        return compare_html(compare_families(families or [], messages, add_generation_prompt=add_generation_prompt))
+    except ValueError as exc:
+        raise gr.Error(str(exc)) from None
+
+
+def add_message(messages_json):
+    messages = _messages_or_error(messages_json)
+    # Suggest the turn that would come next in an alternating chat.
+    next_role = "assistant" if messages[-1]["role"] == "user" else "user"
+    return _dump(messages + [{"role": next_role, "content": ""}])
+
+
+def set_field(messages_json, index, key, value):
+    messages = _messages_or_error(messages_json)
+    if index < len(messages) and messages[index].get(key) != value:
+        messages[index][key] = value
+    return _dump(messages)
+
+
+def remove_message(messages_json, index):
+    messages = _messages_or_error(messages_json)
+    if len(messages) == 1:
+        raise gr.Error("A conversation needs at least one message.")
+    return _dump(messages[:index] + messages[index + 1:])
+
+
+# --------------------------------------------------------------------------------------------
+# Layout
+# --------------------------------------------------------------------------------------------
+
+with gr.Blocks(title="Chat-template inspector") as demo:
+    gr.Markdown(
+        "# Chat-template inspector\n"
+        "A chat model never sees \"messages\": it sees one string, written by a Jinja **chat template**, with "
+        "special tokens marking whose turn it is. Build a conversation, pick a template, and see the exact "
+        "text, the tokens with their ids, which tokens supervised fine-tuning trains on (the assistant-only "
+        "loss mask), where the model starts writing, and the token that tells the sampler to stop."
+    )
+    with gr.Row():
+        with gr.Column(scale=3):
+            gr.Markdown("### Conversation")
+            messages_json = gr.Code(
+                value=_dump(DEFAULT_MESSAGES), language="json", label="Messages as JSON (rows below follow it)",
+                lines=8, max_lines=20,
+            )
+
+            @gr.render(inputs=messages_json)
+            def message_rows(text):
+                try:
+                    messages = parse_messages_json(text)
+                except ValueError as exc:
+                    gr.Markdown(f"⚠️ {exc}")
+                    return
+                for index, message in enumerate(messages):
+                    content = message["content"]
+                    editable = isinstance(content, str)
+                    with gr.Row(key=f"message-row-{index}", equal_height=True):
+                        role = gr.Dropdown(
+                            list(dict.fromkeys([*ROLES, message["role"]])), value=message["role"],
+                            show_label=False, scale=1, min_width=110, key=f"role-{index}",
+                        )
+                        body = gr.Textbox(
+                            value=content if editable else json.dumps(content, ensure_ascii=False),
+                            show_label=False, lines=1, max_lines=6, scale=5, interactive=editable,
+                            key=f"content-{index}",
+                        )
+                        remove = gr.Button("✕", scale=0, min_width=40, key=f"remove-{index}")
+                    # Row events edit the JSON above, which re-renders the rows: UI plumbing, not an API.
+                    role.input(
+                        lambda text, value, i=index: set_field(text, i, "role", value),
+                        [messages_json, role], messages_json, api_visibility="private",
+                    )
+                    if editable:
+                        gr.on(
+                            [body.blur, body.submit],
+                            lambda text, value, i=index: set_field(text, i, "content", value),
+                            [messages_json, body], messages_json, api_visibility="private",
+                        )
+                    remove.click(
+                        lambda text, i=index: remove_message(text, i), messages_json, messages_json,
+                        api_visibility="private",
+                    )
+
+            add_button = gr.Button("+ Add message", size="sm")
+            with gr.Row():
+                add_generation_prompt = gr.Checkbox(
+                    value=True, label="add_generation_prompt", info="open the assistant's turn (inference)"
+                )
+                continue_final_message = gr.Checkbox(
+                    value=False, label="continue_final_message", info="leave the last message open (prefill)"
+                )
+        with gr.Column(scale=2):
+            gr.Markdown("### Template")
+            source = gr.Radio(SOURCES, value=SOURCES[0], show_label=False)
+            family = gr.Dropdown(
+                list_families(), value=DEFAULT_FAMILY, label="Official family (TRL's templates)",
+            )
+            model_id = gr.Textbox(
+                label="Hub model id", placeholder="Qwen/Qwen2.5-0.5B-Instruct",
+                info="Its tokenizer's own template; never runs repository code; gated models use HF_TOKEN.",
+                visible=False,
+            )
+            custom_template = gr.Code(
+                value=EXAMPLE_TEMPLATE, language="jinja2", label="Your Jinja template (rendered in a sandbox)",
+                lines=10, visible=False,
+            )
+            inspect_button = gr.Button("Inspect", variant="primary")
+
+    summary = gr.Markdown()
+    warnings = gr.Markdown()
+    gr.HTML(legend_html())
+    with gr.Tabs():
+        with gr.Tab("Tokens and loss mask"):
+            tokens_view = gr.HTML()
+        with gr.Tab("Rendered text"):
+            text_view = gr.HTML()
+        with gr.Tab("Exact string"):
+            exact_text = gr.Textbox(show_label=False, lines=8, max_lines=30, buttons=["copy"])
+        with gr.Tab("Compare families"):
+            compare_choice = gr.CheckboxGroup(list_families(), value=DEFAULT_COMPARE, label="2 to 4 families")
+            compare_button = gr.Button("Compare")
+            compare_view = gr.HTML()
+
+    # ---- wiring ----
+    source.change(
+        lambda choice: (
+            gr.update(visible=choice == SOURCES[0]),
+            gr.update(visible=choice == SOURCES[1]),
+            gr.update(visible=choice == SOURCES[2]),
+        ),
+        source, [family, model_id, custom_template], api_name="show_source", queue=False,
+    )
+    add_button.click(add_message, messages_json, messages_json, api_name="add_message")
+    inspect_inputs = [
+        messages_json, source, family, model_id, custom_template, add_generation_prompt, continue_final_message,
+    ]
+    inspect_outputs = [summary, warnings, text_view, tokens_view, exact_text]
+    gr.on(
+        [inspect_button.click, demo.load, messages_json.change, family.change, add_generation_prompt.input,
+         continue_final_message.input, model_id.submit],
+        inspect, inspect_inputs, inspect_outputs, api_name="inspect", trigger_mode="always_last",
+    )
+    compare_button.click(
+        compare, [messages_json, compare_choice, add_generation_prompt], compare_view, api_name="compare"
+    )
+
+# Loading the tokenizer takes seconds (torch import, 262k vocabulary): start it now, not on the first click.
+threading.Thread(target=embedded_tokenizer, name="warm-tokenizer", daemon=True).start()
+# Renders are milliseconds; Hub tokenizer downloads take seconds, so let a few run side by side.
+demo.queue(default_concurrency_limit=4)
+
+if __name__ == "__main__":
+    demo.launch()
