@@ -1,0 +1,89 @@
+"""The adapter's model card: Hub metadata, the exact recipe, sample generations and the evaluation table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from huggingface_hub import ModelCard, ModelCardData
+
+from train.common import EMBEDDED_MODEL, TINY_MODEL
+from train.evaluate import Answer, markdown_table
+
+# What the Hub should list as the base model of adapters trained on our stand-in names.
+_HUB_BASE = {EMBEDDED_MODEL: "google/gemma-3-270m", TINY_MODEL: None}
+
+
+def hub_base_model(model_name: str) -> str | None:
+    return _HUB_BASE.get(model_name, model_name)
+
+
+def _samples(answers: dict[str, list[Answer]], count: int = 4) -> str:
+    """Before/after answers on a few held-out prompts (one of each kind where possible)."""
+    labels = list(answers)
+    rows, seen = [], set()
+    for i, answer in enumerate(answers[labels[0]]):
+        if answer.prompt["kind"] in seen:
+            continue
+        seen.add(answer.prompt["kind"])
+        rows.append(i)
+        if len(rows) == count:
+            break
+    blocks = []
+    for i in rows:
+        prompt = answers[labels[0]][i].prompt["prompt"]
+        parts = [f"**Prompt:** {prompt}"]
+        for label in labels:
+            a = answers[label][i]
+            stop = "stopped" if a.stopped else "did not stop"
+            text = a.text.replace("\n", " ")[:300] or "(empty)"
+            parts.append(f"- *{label}* ({stop}): {text}")
+        blocks.append("\n".join(parts))
+    return "\n\n".join(blocks)
+
+
+def write_model_card(
+    output_dir: str | Path,
+    *,
+    stage: str,
+    base_model: str,
+    datasets: list[str],
+    recipe_path: str | None,
+    command: str,
+    results: dict | None,
+    answers: dict[str, list[Answer]] | None,
+) -> ModelCard:
+    """Write README.md into the adapter folder (and return the card)."""
+    base = hub_base_model(base_model)
+    data = ModelCardData(
+        base_model=base,
+        datasets=[d for d in datasets if "/" in d and not d.endswith(".jsonl")] or None,
+        library_name="peft",
+        pipeline_tag="text-generation",
+        tags=["trl", stage, "qlora", "lora", "post-training-spaces"],
+    )
+    recipe = Path(recipe_path).read_text(encoding="utf-8") if recipe_path else "(defaults and command-line flags only)"
+    what = {
+        "sft": "supervised fine-tuning (SFT) with an assistant-only loss",
+        "dpo": "direct preference optimization (DPO), continuing the SFT adapter with the SFT model as reference",
+    }[stage]
+    sections = [
+        f"# {Path(output_dir).name}",
+        f"A LoRA adapter for `{base or base_model}`, trained with QLoRA (4-bit NF4 base) by {what}, "
+        "as part of Post-Training Spaces.",
+        "## Use it\n\n```python\nfrom peft import PeftModel\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
+        f'base = AutoModelForCausalLM.from_pretrained("{base or "<base model>"}")\n'
+        'model = PeftModel.from_pretrained(base, "<this adapter>")\n'
+        'tokenizer = AutoTokenizer.from_pretrained("<this adapter>")  # carries the chat template\n```',
+        f"## Training data\n\n{', '.join(f'`{d}`' for d in datasets)}",
+        f"## Reproduce\n\n```bash\n{command}\n```\n\nRecipe:\n\n```yaml\n{recipe.strip()}\n```",
+    ]
+    if results:
+        sections.append(
+            "## Evaluation (held-out prompts, greedy, chat template, ≤ 128 new tokens)\n\n" + markdown_table(results)
+        )
+    if answers:
+        sections.append("## Before / after\n\n" + _samples(answers))
+    content = f"---\n{data.to_yaml()}\n---\n\n" + "\n\n".join(sections) + "\n"
+    card = ModelCard(content)
+    card.save(Path(output_dir) / "README.md")
+    return card

@@ -1,0 +1,85 @@
+"""The end of every stage: save the adapter, evaluate it, write its model card, push it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+import sys
+from pathlib import Path
+
+from shared.chat_templates import official_template
+from train.common import PipelineArguments, load_eval_prompts
+from train.evaluate import evaluate, markdown_table
+from train.model_card import write_model_card
+
+logger = logging.getLogger(__name__)
+
+
+def finish_stage(trainer, *, stage: str, args: PipelineArguments, model_args, training_args, push: bool) -> dict:
+    """Save → evaluate → model card → push. Returns the evaluation results (empty without prompts)."""
+    output_dir = Path(training_args.output_dir)
+    model = trainer.model
+    if "ref" in getattr(model, "peft_config", {}):
+        model.delete_adapter("ref")  # DPO's frozen copy of the SFT adapter: the reference, not a result
+    trainer.save_model(str(output_dir))
+    tokenizer = trainer.processing_class
+    # Users of the adapter get the official inference template, not the training variant.
+    tokenizer.chat_template = official_template(args.chat_template)
+    tokenizer.save_pretrained(output_dir)
+    info = {
+        "stage": stage,
+        "base_model": model_args.model_name_or_path,
+        "sft_adapter": args.sft_adapter,
+        "dataset": args.dataset_name,
+        "chat_template": args.chat_template,
+    }
+    (output_dir / "pipeline.json").write_text(json.dumps(info, indent=2))
+
+    # ---- Evaluate: base vs this stage (and the SFT stage it continued) ----
+    results, answers = {}, None
+    rows = load_eval_prompts(args.eval_prompts, args.eval_max_samples)
+    if rows:
+        adapters = {}
+        if stage == "dpo" and args.sft_adapter and Path(args.sft_adapter).is_dir():
+            adapters["sft"] = args.sft_adapter
+        adapters["sft+dpo" if stage == "dpo" else "sft"] = str(output_dir)
+        results, answers = evaluate(adapters, model_args.model_name_or_path, rows)
+        logger.info("Held-out evaluation:\n%s", markdown_table(results))
+
+    # ---- Model card ----
+    datasets = [args.dataset_name]
+    write_model_card(
+        output_dir,
+        stage=stage,
+        base_model=model_args.model_name_or_path,
+        datasets=datasets,
+        recipe_path=_config_path(sys.argv),
+        command="python " + " ".join(shlex.quote(a) for a in sys.argv),
+        results=results,
+        answers=answers,
+    )
+
+    # ---- Push ----
+    if push:
+        from huggingface_hub import HfApi
+
+        api = HfApi()
+        api.create_repo(training_args.hub_model_id, exist_ok=True, private=training_args.hub_private_repo)
+        api.upload_folder(
+            repo_id=training_args.hub_model_id,
+            folder_path=output_dir,
+            ignore_patterns=["checkpoint-*", "*.pt", "runs/*"],
+            commit_message=f"{stage.upper()} adapter from Post-Training Spaces",
+        )
+        logger.info("Pushed to https://huggingface.co/%s", training_args.hub_model_id)
+    return results
+
+
+def _config_path(argv: list[str]) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+    return None
