@@ -5,11 +5,12 @@ Run alone with `python spaces/comparer/app.py`, or as a tab of the collection wi
 
 from __future__ import annotations
 
+import spaces  # first: on a ZeroGPU Space it must patch CUDA before torch is imported; a no-op elsewhere
+
 import logging
 import threading
 
 import gradio as gr
-import spaces  # ZeroGPU: `spaces.GPU` is a no-op anywhere but a ZeroGPU Space
 
 from shared.comparer import (
     COLUMN_LABELS,
@@ -188,5 +189,6 @@ with gr.Blocks(title="Base vs aligned") as demo:
 demo.queue(default_concurrency_limit=8)
 
 if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     warm_presets_in_background()
     demo.launch()
