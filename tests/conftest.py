@@ -41,3 +41,18 @@ def tiny_gemma(gemma_tokenizer):
     )
     model = Gemma3ForCausalLM(config).eval()
     return model
+
+
+@pytest.fixture(scope="module")
+def client(request):
+    """A gradio_client for the app named by the test module's `APP`, served on loopback for the module."""
+    from gradio_client import Client
+
+    from shared.apps import load_app
+
+    demo = load_app(request.module.APP).demo
+    demo.launch(prevent_thread_lock=True, quiet=True)
+    try:
+        yield Client(demo.local_url, verbose=False)
+    finally:
+        demo.close()

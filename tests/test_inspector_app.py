@@ -3,26 +3,16 @@
 import json
 
 import pytest
-from gradio_client import Client
 
-from shared.apps import load_app
 from shared.template_inspect import inspect_family
+
+APP = "chat_template_inspector"  # served by the `client` fixture in conftest.py
 
 MESSAGES = [
     {"role": "system", "content": "You are a concise assistant."},
     {"role": "user", "content": "What is the capital of France?"},
     {"role": "assistant", "content": "Paris."},
 ]
-
-
-@pytest.fixture(scope="module")
-def client():
-    demo = load_app("chat_template_inspector").demo
-    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True)
-    try:
-        yield Client(url, verbose=False)
-    finally:
-        demo.close()
 
 
 def _inspect(client, messages, source="Official family", family="gemma3", model_id="", template="", add=False, cont=False):

@@ -1,20 +1,11 @@
 """The LoRA / QLoRA calculator through its API, as a browser or script would reach it."""
 
 import pytest
-from gradio_client import Client, handle_file
+from gradio_client import handle_file
 
 from shared import memory
-from shared.apps import load_app
 
-
-@pytest.fixture(scope="module")
-def client():
-    demo = load_app("lora_calculator").demo
-    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True)
-    try:
-        yield Client(url, verbose=False)
-    finally:
-        demo.close()
+APP = "lora_calculator"  # served by the `client` fixture in conftest.py
 
 
 def _calculate(client, model="llama-3.2-1b", config_file=None, method="lora", precision="bf16", optimizer="adamw",

@@ -4,10 +4,10 @@ teach-it-back. The browser's storage is played by the test: each call gets the s
 import html
 
 import pytest
-from gradio_client import Client
 
-from shared.apps import load_app
 from shared.lesson import load_lesson
+
+APP = "quiz"  # served by the `client` fixture in conftest.py
 
 EXPECTED_ENDPOINTS = {
     "/pipeline_pretraining", "/pipeline_sft", "/pipeline_preference", "/pipeline_tools_safety",
@@ -15,16 +15,6 @@ EXPECTED_ENDPOINTS = {
     "/flashcards_start", "/flashcards_flip", "/flashcards_again", "/flashcards_got_it", "/flashcards_reset",
     "/teach_back",
 }  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def client():
-    demo = load_app("quiz").demo
-    demo.launch(prevent_thread_lock=True, quiet=True)
-    try:
-        yield Client(demo.local_url, verbose=False)
-    finally:
-        demo.close()
 
 
 @pytest.fixture(scope="module")

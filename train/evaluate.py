@@ -25,7 +25,7 @@ import torch
 
 from shared.chat_templates import end_of_turn_token
 from shared.models import default_dtype
-from train.common import DATA_DIR, EMBEDDED_MODEL, load_eval_prompts, load_tokenizer, resolve_model_path
+from train.common import DATA_DIR, load_eval_prompts, load_tokenizer, resolve_model_path
 
 logger = logging.getLogger(__name__)
 
