@@ -9,10 +9,12 @@ import pandas as pd
 import yaml
 
 from shared.generation import STOP_LENGTH, Column, ColumnResult
-from shared.models import ModelPair, ServedModel, load_pair
+from shared.models import PROJECT_ADAPTERS, ModelPair, ServedModel, load_pair, project_adapters
 
 PROMPTS_FILE = Path(__file__).parent / "data" / "comparer" / "prompts.yaml"
-COLUMN_LABELS = ["Base", "Aligned"]
+# Base (raw text), the aligned model (or, offline, the base in a chat template), then the
+# project's own adapters on the base's weights when they fit it: the pipeline, stage by stage.
+COLUMN_LABELS = ["Base", "Aligned", *PROJECT_ADAPTERS]
 
 
 @dataclass(frozen=True)
@@ -29,9 +31,11 @@ PRESET_PROMPTS = load_preset_prompts()
 
 
 def make_columns(pair: ModelPair, progress=None) -> list[Column]:
-    """The base column reads raw text; the aligned column reads its chat template."""
+    """The base column reads raw text; the aligned and adapter columns read the chat template."""
     base, aligned = load_pair(pair, progress=progress)
-    return [Column(COLUMN_LABELS[0], base, use_chat_template=False), Column(COLUMN_LABELS[1], aligned, use_chat_template=True)]
+    columns = [Column(COLUMN_LABELS[0], base, use_chat_template=False), Column(COLUMN_LABELS[1], aligned, use_chat_template=True)]
+    columns += [Column(served.adapter, served, use_chat_template=True) for served in project_adapters(base)]
+    return columns
 
 
 def column_header(column: Column) -> str:
@@ -90,4 +94,12 @@ def degeneration_note(base: ServedModel, aligned: ServedModel) -> str:
             "stay near zero in the plot). Post-training (SFT, then preference optimization) is what "
             "teaches a model that those tokens mean *a user asked; answer, then stop*."
         )
+    if project_adapters(base):
+        lines.append(
+            "\n**The last two columns are that post-training, done by this project** (`train/`): the same "
+            "base weights with a LoRA adapter from QLoRA SFT on our own conversations, then the adapter "
+            "after DPO on our own preference pairs. All columns run in one batch."
+        )
+    else:
+        lines.append("\n*The project's own SFT/DPO adapters fit Gemma 3 270M only, so they are not shown for this pair.*")
     return "\n".join(lines)

@@ -22,7 +22,7 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
-from shared.models import ServedModel
+from shared.models import BASE_ADAPTER, ServedModel
 
 logger = logging.getLogger(__name__)
 
@@ -232,6 +232,9 @@ def _run_group(group, columns, rows, settings, events, cancel):
             stopping_criteria=StoppingCriteriaList([_Cancelled(cancel)]),
             streamer=_StepStreamer(group, recorder, events),
         )
+        if hasattr(model, "peft_config"):
+            # One base, several adapters: peft routes each row through its own ("__base__" = none).
+            kwargs["adapter_names"] = [columns[r].column.served.adapter or BASE_ADAPTER for r in rows]
         if settings.do_sample:
             kwargs.update(temperature=settings.temperature, top_p=settings.top_p, top_k=0)
             torch.manual_seed(settings.seed)
@@ -374,7 +377,10 @@ class ResultCache:
     def key(columns: list[Column], prompt: str, settings: GenerationSettings):
         if settings.do_sample:
             return None  # sampled text is not a function of the inputs we could key on
-        views = tuple((c.label, c.served.served_id, c.use_chat_template, hash(c.served.chat_template)) for c in columns)
+        views = tuple(
+            (c.label, c.served.served_id, c.served.adapter, c.use_chat_template, hash(c.served.chat_template))
+            for c in columns
+        )
         return views, prompt, settings.max_new_tokens
 
     def get(self, key) -> list[ColumnResult] | None:

@@ -82,6 +82,7 @@ class ServedModel:
     template_source: str | None  # "tokenizer" or "trl:<family>"
     end_of_turn: str | None  # the token an assistant turn ends with, e.g. "<end_of_turn>"
     fallback_reason: str | None = None
+    adapter: str | None = None  # a peft adapter on `model` ("__base__" = none), see `project_adapters`
 
     @property
     def is_fallback(self) -> bool:
@@ -304,11 +305,84 @@ def _load_pretrained(path_or_id: str, device: str, local_only: bool):
     tokenizer = AutoTokenizer.from_pretrained(path_or_id, **kwargs)
     model = AutoModelForCausalLM.from_pretrained(path_or_id, dtype=default_dtype(device), **kwargs)
     model.to(device).eval()
+    model = _with_project_adapters(model)
     # Batched generation pads on the left so every row's next token sits at the same position.
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
+
+
+# --------------------------------------------------------------------------------------------
+# The project's own adapters (train/: QLoRA SFT, then DPO, on the embedded base)
+# --------------------------------------------------------------------------------------------
+
+ADAPTERS_DIR = Path(__file__).resolve().parent.parent / "train" / "adapters"
+# Column label -> adapter folder in ADAPTERS_DIR, in the order of the pipeline.
+PROJECT_ADAPTERS = {"Base + SFT (ours)": "gemma-3-270m-sft", "Base + SFT + DPO (ours)": "gemma-3-270m-sft-dpo"}
+BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in a mixed batch
+
+
+def _adapter_fits(model, adapter_dir: Path) -> bool:
+    """True when every LoRA matrix in the adapter matches the shape of the layer it targets."""
+    from safetensors import safe_open
+
+    with safe_open(str(adapter_dir / "adapter_model.safetensors"), framework="pt") as weights:
+        for key in weights.keys():
+            if not key.endswith("lora_A.weight"):
+                continue
+            path = key.removeprefix("base_model.model.").removesuffix(".lora_A.weight")
+            try:
+                layer = model.get_submodule(path)
+            except AttributeError:
+                return False
+            if getattr(layer, "in_features", None) != weights.get_slice(key).get_shape()[1]:
+                return False
+    return True
+
+
+def _with_project_adapters(model):
+    """The model wrapped in peft with the project's adapters, when they exist and fit it.
+
+    Every adapter sits on the same base weights; generation then picks one per row with
+    `adapter_names`, so base, SFT and SFT+DPO columns run in one batch.
+    """
+    dirs = {label: ADAPTERS_DIR / name for label, name in PROJECT_ADAPTERS.items()}
+    if not all((d / "adapter_model.safetensors").is_file() for d in dirs.values()):
+        return model
+    if not all(_adapter_fits(model, d) for d in dirs.values()):
+        return model
+    from peft import PeftModel
+
+    wrapped = None
+    for label, path in dirs.items():
+        if wrapped is None:
+            wrapped = PeftModel.from_pretrained(model, str(path), adapter_name=label)
+        else:
+            wrapped.load_adapter(str(path), adapter_name=label)
+    return wrapped.eval()
+
+
+def project_adapters(base: ServedModel) -> list[ServedModel]:
+    """Served views of the project's adapters on `base`'s weights (empty when they do not fit it)."""
+    model = base.model
+    if not hasattr(model, "peft_config"):
+        return []
+    template = official_template("gemma3")
+    return [
+        ServedModel(
+            requested_id=f"train/adapters/{PROJECT_ADAPTERS[label]}",
+            served_id=f"{base.served_id} + {label.removeprefix('Base + ').removesuffix(' (ours)')}",
+            model=model,
+            tokenizer=base.tokenizer,
+            chat_template=template,
+            template_source="trl:gemma3",
+            end_of_turn=end_of_turn_token(base.tokenizer, template),
+            adapter=label,
+        )
+        for label in PROJECT_ADAPTERS
+        if label in model.peft_config
+    ]
 
 
 def load_embedded(device: str | None = None, progress: ProgressFn | None = None):

@@ -1,9 +1,9 @@
 """The comparer app through gradio_client, on the real embedded model (as a visitor offline sees it)."""
 
 import pytest
-from gradio_client import Client
 
-from shared.apps import load_app
+APP = "comparer"  # served by the `client` fixture in conftest.py
+
 
 pytestmark = pytest.mark.slow
 
@@ -11,20 +11,12 @@ pytestmark = pytest.mark.slow
 PER_COLUMN = 5
 
 
-@pytest.fixture(scope="module")
-def client():
-    demo = load_app("comparer").demo
-    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True)
-    yield Client(url, verbose=False)
-    demo.close()
-
-
 def ask(client, prompt, base="google/gemma-3-270m", aligned="google/gemma-3-270m-it", max_new_tokens=16):
     return client.submit(prompt, base, aligned, max_new_tokens, False, 0.7, 0.9, 0, api_name="/compare")
 
 
-def columns_of(outputs):
-    return [outputs[i * PER_COLUMN:(i + 1) * PER_COLUMN] for i in range(2)]
+def columns_of(outputs, count=2):
+    return [outputs[i * PER_COLUMN:(i + 1) * PER_COLUMN] for i in range(count)]
 
 
 def test_both_columns_stream_and_show_what_each_model_received(client):
@@ -43,7 +35,22 @@ def test_both_columns_stream_and_show_what_each_model_received(client):
         assert column[3].startswith("**Stopped:**") and "tokens/s" in column[3]
         assert len(column[4]["confidences"]) == 5
     plot = job.outputs()[-1][-1]
-    assert {row[2] for row in plot["data"]} == {"Base", "Aligned"}
+    assert {"Base", "Aligned"} <= {row[2] for row in plot["data"]}
+
+
+def test_the_projects_adapters_answer_and_stop_where_the_base_rambles(client):
+    """The whole lesson in one prompt: same weights, same fact; post-training makes it answer and stop."""
+    outputs = ask(client, "What is the capital of France?", max_new_tokens=48).result()
+    base, fallback, sft, dpo = columns_of(outputs, 4)
+    assert "Paris" in base[2] and "hit the token limit" in base[3]  # knows it, but keeps on writing
+    assert "hit the token limit" in fallback[3]  # a chat template alone does not teach stopping
+    for column in (sft, dpo):
+        assert "(ours)" in column[0]
+        assert "Paris" in column[2]
+        assert "end-of-turn token `<end_of_turn>`" in column[3]
+    plot = outputs[-1]["data"]
+    last_eot = {label: [p for _, p, name in plot if name == label][-1] for label in ("Aligned", "Base + SFT (ours)")}
+    assert last_eot["Base + SFT (ours)"] > 0.5 > last_eot["Aligned"]  # the stop sign, learned
 
 
 def test_a_repeated_prompt_replays_the_same_answer(client):

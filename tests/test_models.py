@@ -21,7 +21,8 @@ def test_embedded_gguf_model_really_runs_and_knows_paris():
     base = load_model(EMBEDDED_ID)
     assert base.served_id == EMBEDDED_ID and not base.is_fallback
     assert base.model.config.model_type == "gemma3_text"
-    assert sum(p.numel() for p in base.model.parameters()) == pytest.approx(268e6, rel=0.01)  # "270M"
+    weights = sum(p.numel() for name, p in base.model.named_parameters() if "lora_" not in name)
+    assert weights == pytest.approx(268e6, rel=0.01)  # "270M" (without the project's LoRA adapters)
     (result,) = generate_columns(
         [Column("Base", base, use_chat_template=False)],
         "What is the capital of France?",

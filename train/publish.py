@@ -11,7 +11,7 @@ from pathlib import Path
 from shared.chat_templates import official_template
 from train.common import PipelineArguments, load_eval_prompts
 from train.evaluate import evaluate, markdown_table
-from train.model_card import write_model_card
+from train.model_card import hub_base_model, write_model_card
 
 logger = logging.getLogger(__name__)
 
@@ -22,6 +22,9 @@ def finish_stage(trainer, *, stage: str, args: PipelineArguments, model_args, tr
     model = trainer.model
     if "ref" in getattr(model, "peft_config", {}):
         model.delete_adapter("ref")  # DPO's frozen copy of the SFT adapter: the reference, not a result
+    # Name the Hub checkpoint as the base (not this machine's cache path), as peft users expect.
+    for config in getattr(model, "peft_config", {}).values():
+        config.base_model_name_or_path = hub_base_model(model_args.model_name_or_path) or model_args.model_name_or_path
     trainer.save_model(str(output_dir))
     tokenizer = trainer.processing_class
     # Users of the adapter get the official inference template, not the training variant.

@@ -60,13 +60,15 @@ def _render(columns, results, final: bool):
             column_stats(result),
             top_next_confidences(result),
         ]
+    for label in COLUMN_LABELS[len(columns):]:  # slots this pair has no model for
+        values += [f"### {label}\nNot available for this model pair.", None, "", "", None]
     values.append(end_of_turn_frame(results) if final or len(results[0].generated_ids) % 8 == 0 else gr.skip())
     return tuple(values)
 
 
-@spaces.GPU(duration=60)  # seconds of GPU per call: two columns × 512 tokens fit easily
+@spaces.GPU(duration=60)  # seconds of GPU per call: four columns × 512 tokens in one batch fit easily
 def compare(prompt, base_id, aligned_id, max_new_tokens, do_sample, temperature, top_p, seed):
-    """Stream both columns for one prompt. API name: /compare."""
+    """Stream every column for one prompt. API name: /compare."""
     try:
         settings = _settings(max_new_tokens, do_sample, temperature, top_p, seed).validated()
         columns = make_columns(ModelPair("custom", base_id, aligned_id))
