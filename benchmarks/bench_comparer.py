@@ -21,7 +21,7 @@ import torch  # noqa: E402
 
 from shared.comparer import make_columns  # noqa: E402
 from shared.generation import GenerationSettings, build_input_ids, generate_columns, stop_token_ids  # noqa: E402
-from shared.models import DEFAULT_PAIR, PRESETS  # noqa: E402
+from shared.models import BASE_ADAPTER, DEFAULT_PAIR, PRESETS  # noqa: E402
 
 PROMPT = "What is the capital of France?"
 
@@ -47,9 +47,13 @@ def main() -> None:
     input_ids = torch.tensor([build_input_ids(base, PROMPT)])
     stops = sorted(stop_token_ids(base.served))
 
+    # With the project's adapters loaded, the bare call routes through no adapter, like the base column.
+    routing = {"adapter_names": [BASE_ADAPTER]} if hasattr(model, "peft_config") else {}
+
     def bare_generate():
         with torch.inference_mode():
             model.generate(
+                **routing,
                 input_ids=input_ids,
                 attention_mask=torch.ones_like(input_ids),
                 max_new_tokens=args.max_new_tokens,
@@ -71,6 +75,7 @@ def main() -> None:
         "bare model.generate, main thread": bare_generate,
         "bare model.generate (1 column)": bare_generate_in_thread,
         "streamed, 1 column": lambda: generate_columns([base], PROMPT, settings),
+        "streamed, 2 columns (base + aligned)": lambda: generate_columns(columns[:2], PROMPT, settings),
         f"streamed, {len(columns)} columns": lambda: generate_columns(columns, PROMPT, settings),
     }
     bare_generate()  # warm-up: first calls pay for allocations and kernel selection
@@ -84,12 +89,14 @@ def main() -> None:
     print(f"prompt={PROMPT!r} max_new_tokens={args.max_new_tokens} generated={lengths} "
           f"repeats={args.repeats} threads={torch.get_num_threads()}")
     for name, values in times.items():
-        print(f"{name:<36} median {statistics.median(values):6.2f} s   runs {[round(v, 2) for v in values]}")
+        print(f"{name:<38} median {statistics.median(values):6.2f} s   runs {[round(v, 2) for v in values]}")
     single = statistics.median(times["streamed, 1 column"])
     overhead = single / statistics.median(times["bare model.generate (1 column)"])
     overhead_main = single / statistics.median(times["bare model.generate, main thread"])
     ratio = statistics.median(times[f"streamed, {len(columns)} columns"]) / single
     print(f"streaming_overhead_vs_bare_generate={overhead:.3f} (vs main-thread generate: {overhead_main:.3f})")
+    pair = statistics.median(times["streamed, 2 columns (base + aligned)"]) / single
+    print(f"columns=2 (base + aligned) ratio_vs_single={pair:.3f}")
     print(f"columns={len(columns)} ratio_vs_single={ratio:.3f}")
 
 

@@ -74,11 +74,14 @@ def top_next_confidences(result: ColumnResult) -> dict[str, float] | None:
 def end_of_turn_frame(results: list[ColumnResult]) -> pd.DataFrame:
     """Long-format table for the plot: one row per (column, generated step)."""
     rows = [
-        {"step": step, "p(end-of-turn)": p, "column": r.label}
+        # Rounded: values like 1e-16 say "never" just as well as 0, and keep the axis labels short.
+        {"step": step, "p_end_of_turn": round(p, 4), "model": r.label}
         for r in results
         for step, p in enumerate(r.end_of_turn_probs, start=1)
     ]
-    return pd.DataFrame(rows, columns=["step", "p(end-of-turn)", "column"])
+    frame = pd.DataFrame(rows, columns=["step", "p_end_of_turn", "model"])
+    # Typed even when empty: the plot reads an untyped (object) column as categories and keeps them.
+    return frame.astype({"step": "int64", "p_end_of_turn": "float64", "model": "str"})
 
 
 def degeneration_note(base: ServedModel, aligned: ServedModel) -> str:

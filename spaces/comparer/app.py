@@ -160,8 +160,9 @@ with gr.Blocks(title="Base vs aligned") as demo:
                 ]
     plot = gr.LinePlot(
         x="step",
-        y="p(end-of-turn)",
-        color="column",
+        y="p_end_of_turn",
+        color="model",
+        y_title="p(end-of-turn)",
         title="Probability of the end-of-turn token at each generated step",
         y_lim=[0, 1],
         height=260,
