@@ -62,7 +62,11 @@ def _render(columns, results, final: bool):
         ]
     for label in COLUMN_LABELS[len(columns):]:  # slots this pair has no model for
         values += [f"### {label}\nNot available for this model pair.", None, "", "", None]
-    values.append(end_of_turn_frame(results) if final or len(results[0].generated_ids) % 8 == 0 else gr.skip())
+    # Refresh the plot every 8 tokens and at the end. Never send it an empty table: gradio's plot then
+    # stops drawing the lines of later updates (seen in Chromium with gradio 6.31).
+    has_data = any(r.end_of_turn_probs for r in results)
+    refresh = final or len(results[0].generated_ids) % 8 == 0
+    values.append(end_of_turn_frame(results) if has_data and refresh else gr.skip())
     return tuple(values)
 
 
