@@ -199,14 +199,14 @@ class _StepStreamer(BaseStreamer):
         self.events.put(("end", self.group, None, None, None))
 
 
-def _run_group(group, columns, rows, settings, events, cancel):
+def _run_group(group, columns, rows, stop_maps, settings, events, cancel):
     """Generate all `rows` (indices into `columns`) of one model in a single left-padded batch."""
     try:
         served = columns[rows[0]].column.served
         model, tokenizer = served.model, served.tokenizer
         stops = {}
         for r in rows:
-            stops.update(stop_token_ids(columns[r].column.served))
+            stops.update(stop_maps[r])
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(stops))
         width = max(len(columns[r].result.input_ids) for r in rows)
         input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
@@ -216,10 +216,8 @@ def _run_group(group, columns, rows, settings, events, cancel):
             input_ids[i, width - len(ids):] = torch.tensor(ids)
             attention_mask[i, width - len(ids):] = 1
         device = next(model.parameters()).device
-        eot_ids = []
-        for r in rows:
-            eot = columns[r].column.served.end_of_turn
-            eot_ids.append(tokenizer.convert_tokens_to_ids(eot) if eot else None)
+        # Each row's end-of-turn id, read off its stop map (None where the template has none).
+        eot_ids = [next((t for t, why in stop_maps[r].items() if why == STOP_END_OF_TURN), None) for r in rows]
         recorder = _StepRecorder(eot_ids, TOP_K_NEXT)
         kwargs = dict(
             input_ids=input_ids.to(device),
@@ -282,15 +280,15 @@ def stream_columns(columns: list[Column], prompt: str, settings: GenerationSetti
     events: queue.Queue = queue.Queue()
     cancel = threading.Event()
     started = time.perf_counter()
+    stop_maps = {i: stop_token_ids(s.column.served) for i, s in enumerate(slots)}
     threads = [
-        threading.Thread(target=_run_group, args=(g, slots, rows, settings, events, cancel), daemon=True)
+        threading.Thread(target=_run_group, args=(g, slots, rows, stop_maps, settings, events, cancel), daemon=True)
         for g, rows in enumerate(group_rows)
     ]
     for t in threads:
         t.start()
     yield [s.result for s in slots]
 
-    stop_maps = {i: stop_token_ids(s.column.served) for i, s in enumerate(slots)}
     running = len(threads)
     try:
         while running:
