@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from shared.chat_templates import end_of_turn_token
-from shared.models import default_dtype
+from shared.models import BASE_ADAPTER, default_dtype
 from train.common import DATA_DIR, load_eval_prompts, load_tokenizer, resolve_model_path
 
 logger = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ def generate_answers(model, tokenizer, rows, adapter: str | None, batch_size: in
         kwargs = dict(max_new_tokens=MAX_NEW_TOKENS, do_sample=False, eos_token_id=stop_ids,
                       pad_token_id=tokenizer.pad_token_id, temperature=None, top_p=None, top_k=None)
         if hasattr(model, "peft_config"):
-            kwargs["adapter_names"] = [adapter or "__base__"] * len(batch)
+            kwargs["adapter_names"] = [adapter or BASE_ADAPTER] * len(batch)
         with torch.inference_mode():
             out = model.generate(**enc, **kwargs)
         for row, ids in zip(batch, out[:, enc["input_ids"].shape[1]:].tolist()):
