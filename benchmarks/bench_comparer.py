@@ -24,6 +24,8 @@ from shared.generation import GenerationSettings, build_input_ids, generate_colu
 from shared.models import BASE_ADAPTER, DEFAULT_PAIR, PRESETS  # noqa: E402
 
 PROMPT = "What is the capital of France?"
+# A preset the adapter columns answer at length, so no row finishes early (the costly case).
+LONG_PROMPT = "Give me three tips for learning to cook."
 
 
 def timed(fn) -> float:
@@ -67,34 +69,50 @@ def main() -> None:
         worker.start()
         worker.join()
 
-    # Gradio runs every handler in a worker thread, and the comparer streams from one too. On a
-    # 2-core CPU, torch's OpenMP workers spin between steps, and a second thread's team makes them
-    # contend: the same bare `generate` is ~25 % slower off the main thread. So the fair baseline for
-    # the streaming path is a bare `generate` in a thread; the main-thread time is printed as well.
+    # Everything is timed the way the app runs it: Gradio calls a handler in a worker thread and the
+    # comparer generates in a fresh thread per request. The main thread never computes, because a
+    # thread that has run torch keeps an OpenMP team, and with more teams than cores libgomp stops
+    # its workers spinning: generation elsewhere then runs ~30 % slower (see shared/compute.py).
     runs = {
-        "bare model.generate, main thread": bare_generate,
         "bare model.generate (1 column)": bare_generate_in_thread,
         "streamed, 1 column": lambda: generate_columns([base], PROMPT, settings),
         "streamed, 2 columns (base + aligned)": lambda: generate_columns(columns[:2], PROMPT, settings),
         f"streamed, {len(columns)} columns": lambda: generate_columns(columns, PROMPT, settings),
     }
-    bare_generate()  # warm-up: first calls pay for allocations and kernel selection
+    bare_generate_in_thread()  # warm-up: first calls pay for allocations and kernel selection
     generate_columns(columns, PROMPT, settings)
     times: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(args.repeats):
         for name, fn in runs.items():
             times[name].append(timed(fn))
+    long_runs = {
+        "long answers: streamed, 1 column": lambda: generate_columns([base], LONG_PROMPT, settings),
+        f"long answers: streamed, {len(columns)} columns": lambda: generate_columns(columns, LONG_PROMPT, settings),
+    }
+    for name in long_runs:
+        times[name] = []
+    for _ in range(args.repeats):
+        for name, fn in long_runs.items():
+            times[name].append(timed(fn))
+    # Last, because it gives the main thread an OpenMP team: the same bare call on the main thread.
+    times["bare model.generate, main thread (run last)"] = [timed(bare_generate) for _ in range(args.repeats)]
 
     lengths = [len(r.generated_ids) for r in generate_columns(columns, PROMPT, settings)]
     print(f"prompt={PROMPT!r} max_new_tokens={args.max_new_tokens} generated={lengths} "
           f"repeats={args.repeats} threads={torch.get_num_threads()}")
     for name, values in times.items():
-        print(f"{name:<38} median {statistics.median(values):6.2f} s   runs {[round(v, 2) for v in values]}")
+        print(f"{name:<44} median {statistics.median(values):6.2f} s   runs {[round(v, 2) for v in values]}")
     single = statistics.median(times["streamed, 1 column"])
     overhead = single / statistics.median(times["bare model.generate (1 column)"])
-    overhead_main = single / statistics.median(times["bare model.generate, main thread"])
+    overhead_main = single / statistics.median(times["bare model.generate, main thread (run last)"])
     ratio = statistics.median(times[f"streamed, {len(columns)} columns"]) / single
     print(f"streaming_overhead_vs_bare_generate={overhead:.3f} (vs main-thread generate: {overhead_main:.3f})")
+    long_lengths = [len(r.generated_ids) for r in generate_columns(columns, LONG_PROMPT, settings)]
+    long_ratio = statistics.median(times[f"long answers: streamed, {len(columns)} columns"]) / statistics.median(
+        times["long answers: streamed, 1 column"]
+    )
+    print(f"long answers ({LONG_PROMPT!r}, generated={long_lengths}): "
+          f"columns={len(columns)} ratio_vs_single={long_ratio:.3f}")
     pair = statistics.median(times["streamed, 2 columns (base + aligned)"]) / single
     print(f"columns=2 (base + aligned) ratio_vs_single={pair:.3f}")
     print(f"columns={len(columns)} ratio_vs_single={ratio:.3f}")

@@ -178,6 +178,27 @@ class _Cancelled(StoppingCriteria):
         return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
 
 
+class _RetireFinishedRows(StoppingCriteria):
+    """Routes a row through no adapter once it has stopped; never stops anything itself.
+
+    `generate` keeps computing finished rows (as padding) until the last row ends, and for a row
+    with an adapter peft runs every LoRA layer on it too. peft's hooks read the very `adapter_names`
+    list passed to `generate`, so renaming a finished row to "__base__" drops that work: on the
+    benchmark prompt the SFT columns stop after 7 and 15 of 64 steps, and the 4-column batch takes
+    ~0.7 s less. A finished row's later tokens are discarded, so its output cannot change.
+    """
+
+    def __init__(self, adapter_names: list[str], stop_ids: list[int]):
+        self.adapter_names = adapter_names
+        self.stop_ids = torch.tensor(stop_ids)
+
+    def __call__(self, input_ids, scores, **kwargs) -> torch.BoolTensor:
+        finished = torch.isin(input_ids[:, -1], self.stop_ids.to(input_ids.device))
+        for row in finished.nonzero().flatten().tolist():
+            self.adapter_names[row] = BASE_ADAPTER
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+
 class _StepStreamer(BaseStreamer):
     """Receives each step's new tokens (one per row) from `generate` and forwards them with the
     recorder's probabilities to the consumer's queue."""
@@ -232,7 +253,10 @@ def _run_group(group, columns, rows, stop_maps, settings, events, cancel):
         )
         if hasattr(model, "peft_config"):
             # One base, several adapters: peft routes each row through its own ("__base__" = none).
-            kwargs["adapter_names"] = [columns[r].column.served.adapter or BASE_ADAPTER for r in rows]
+            adapter_names = [columns[r].column.served.adapter or BASE_ADAPTER for r in rows]
+            kwargs["adapter_names"] = adapter_names
+            if any(name != BASE_ADAPTER for name in adapter_names):
+                kwargs["stopping_criteria"].append(_RetireFinishedRows(adapter_names, sorted(stops)))
         if settings.do_sample:
             kwargs.update(temperature=settings.temperature, top_p=settings.top_p, top_k=0)
             torch.manual_seed(settings.seed)

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import yaml
 
+from shared.compute import in_fresh_thread
+
 logger = logging.getLogger(__name__)
 
 RUBRIC_PATH = Path(__file__).resolve().parent / "data" / "lesson" / "rubric.yaml"
@@ -280,8 +282,12 @@ def embed(texts: list[str]):
     busy CPU the encoder is nearly all of the grading time.
     """
     unique = list(dict.fromkeys(texts))
-    vectors = load_embedder().encode(
-        unique, normalize_embeddings=True, convert_to_numpy=True, batch_size=64, show_progress_bar=False
+    # In a short-lived thread, so the request thread keeps no OpenMP team that would slow the
+    # comparer's generation (see shared/compute.py).
+    vectors = in_fresh_thread(
+        lambda: load_embedder().encode(
+            unique, normalize_embeddings=True, convert_to_numpy=True, batch_size=64, show_progress_bar=False
+        )
     )
     row = {text: i for i, text in enumerate(unique)}
     return vectors[[row[t] for t in texts]]

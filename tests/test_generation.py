@@ -163,3 +163,55 @@ def test_input_segments_mark_special_tokens_and_keep_the_exact_text(columns, gem
     assert "".join(text for text, _ in segments) == gemma_tokenizer.decode(ids)
     specials = [text for text, label in segments if label]
     assert specials == ["<bos>", "<start_of_turn>", "<end_of_turn>", "<start_of_turn>"]
+
+
+@pytest.fixture
+def adapted(tiny_gemma, gemma_tokenizer):
+    """The tiny model wrapped by peft with two random (non-zero) LoRA adapters, as the comparer serves
+    the project's SFT and SFT+DPO adapters on one base."""
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(1)
+    config = LoraConfig(r=4, lora_alpha=64, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False)
+    model = get_peft_model(copy.deepcopy(tiny_gemma), config, adapter_name="sft")
+    model.add_adapter("dpo", config)
+    return model.eval()
+
+
+def test_adapter_columns_in_one_batch_match_each_adapter_run_alone(adapted, gemma_tokenizer):
+    base = served(adapted, gemma_tokenizer)
+    cols = [Column("Base", base, use_chat_template=False)] + [
+        Column(name, ServedModel("tiny", "tiny-gemma3", adapted, gemma_tokenizer, GEMMA3, "trl:gemma3",
+                                 base.end_of_turn, adapter=name), use_chat_template=True)
+        for name in ("sft", "dpo")
+    ]
+    settings = GenerationSettings(max_new_tokens=8)
+    together = generate_columns(cols, "Name a colour.", settings)
+    alone = [generate_columns([c], "Name a colour.", settings)[0] for c in cols]
+    assert [r.generated_ids for r in together] == [r.generated_ids for r in alone]
+    # The adapters really route: the two adapter rows differ from each other.
+    assert together[1].generated_ids != together[2].generated_ids
+
+
+def test_retiring_finished_rows_from_their_adapter_changes_no_output(adapted, gemma_tokenizer):
+    from transformers import StoppingCriteriaList
+
+    from shared.generation import _RetireFinishedRows
+    from shared.models import BASE_ADAPTER
+
+    ids = torch.tensor([gemma_tokenizer("Name a colour.")["input_ids"]] * 3)
+    common = dict(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=10, do_sample=False,
+                  pad_token_id=gemma_tokenizer.pad_token_id)
+    with torch.inference_mode():
+        free = adapted.generate(**common, adapter_names=[BASE_ADAPTER, "sft", "dpo"])
+    # Make the sft row's second new token a stop token, so that row finishes early.
+    stop = int(free[1, ids.shape[1] + 1])
+    names = [BASE_ADAPTER, "sft", "dpo"]
+    with torch.inference_mode():
+        expected = adapted.generate(**common, eos_token_id=[stop], adapter_names=list(names))
+        retired = adapted.generate(**common, eos_token_id=[stop], adapter_names=names,
+                                   stopping_criteria=StoppingCriteriaList([_RetireFinishedRows(names, [stop])]))
+    assert torch.equal(expected, retired)
+    assert names[1] == BASE_ADAPTER  # the finished row stopped paying for its adapter

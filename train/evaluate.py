@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from shared.chat_templates import end_of_turn_token
-from shared.models import BASE_ADAPTER, default_dtype
+from shared.models import BASE_ADAPTER, contiguous_head_input, default_dtype
 from train.common import DATA_DIR, load_eval_prompts, load_tokenizer, resolve_model_path
 
 logger = logging.getLogger(__name__)
@@ -154,6 +154,7 @@ def load_variants(adapters: dict[str, str], base_model: str, family: str = "gemm
     tokenizer = load_tokenizer(base_model, family, training=False)
     model = AutoModelForCausalLM.from_pretrained(resolve_model_path(base_model), dtype=default_dtype(device))
     model.to(device).eval()
+    contiguous_head_input(model)  # batched generation would otherwise copy the head once per row
     for i, (label, path) in enumerate(adapters.items()):
         if i == 0:
             model = PeftModel.from_pretrained(model, path, adapter_name=label)
