@@ -23,6 +23,11 @@ APP_TITLES = {
 APP_NAMES = list(APP_TITLES)
 
 
+def mcp_available() -> bool:
+    """True when gradio's `mcp` extra is installed: apps then also serve their endpoints as MCP tools."""
+    return importlib.util.find_spec("mcp") is not None
+
+
 def load_app(name: str) -> ModuleType:
     """Import `spaces/<name>/app.py` once and return the module (its `demo` is a `gr.Blocks`)."""
     module_name = f"pts_app_{name}"

@@ -12,6 +12,7 @@ cache a plain safetensors checkpoint, so every later start loads in seconds.
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 import logging
 import os
@@ -29,6 +30,11 @@ from tqdm.auto import tqdm
 
 from shared.chat_templates import end_of_turn_token, family_for_model_type, official_template
 from shared.compute import in_fresh_thread
+
+# Imported here, once, by whichever thread imports this module. transformers installs a lazy module
+# object while its __init__ runs; a second thread importing it for the first time at that moment
+# gets "cannot import name 'AutoTokenizer'" (seen when the inspector's warm-up thread raced a request).
+importlib.import_module("transformers")
 
 logger = logging.getLogger(__name__)
 

@@ -23,7 +23,9 @@ def _inspect(client, messages, source="Official family", family="gemma3", model_
 
 def test_api_lists_the_documented_endpoints(client):
     endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    assert {"/inspect", "/compare", "/add_message", "/show_source"} <= set(endpoints)
+    assert {"/inspect", "/compare"} <= set(endpoints)
+    # Page plumbing stays callable by the page but is neither documented nor offered as an MCP tool.
+    assert not {"/add_message", "/show_source"} & set(endpoints)
 
 
 def test_family_inspection_shows_text_tokens_mask_and_stop_token(client):

@@ -208,17 +208,7 @@ def check_can_push(training_args) -> None:
         return
     if not training_args.hub_model_id:
         raise ValueError("--push_to_hub needs --hub_model_id user/name (where to push the adapter).")
-    from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError, OfflineModeIsEnabled
+    from shared.hub import hub_user
 
-    try:
-        user = HfApi().whoami()
-    except LocalTokenNotFoundError:
-        raise ValueError("No Hugging Face token: set HF_TOKEN or run `hf auth login` before pushing.") from None
-    except OfflineModeIsEnabled:
-        raise ValueError("HF_HUB_OFFLINE=1 is set, so nothing can be pushed: unset it or drop --push_to_hub.") from None
-    except HfHubHTTPError as exc:
-        raise ValueError(f"The Hub refused the token ({exc.response.status_code}): check HF_TOKEN.") from None
-    except Exception as exc:  # network failures come in many types; all mean the same here
-        raise ValueError(f"The Hub cannot be reached ({type(exc).__name__}): pushing would fail.") from None
-    logger.info("Will push to %s as %s", training_args.hub_model_id, user.get("name", "?"))
+    user = hub_user()  # a clear ValueError when no token, a refused one, offline or no network
+    logger.info("Will push to %s as %s", training_args.hub_model_id, user)

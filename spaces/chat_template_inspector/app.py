@@ -14,6 +14,7 @@ import threading
 
 import gradio as gr
 
+from shared.apps import mcp_available
 from shared.chat_templates import ROLES, list_families, parse_messages_json
 from shared.template_inspect import (
     compare_families,
@@ -69,7 +70,21 @@ def _messages_or_error(messages_json: str) -> list[dict]:
 # --------------------------------------------------------------------------------------------
 
 def inspect(messages_json, source, family, model_id, custom_template, add_generation_prompt, continue_final_message):
-    """Returns (summary, warnings, text html, tokens html, exact text)."""
+    """Render a conversation with a chat template and split it into tokens, with the SFT loss mask.
+
+    Args:
+        messages_json: The conversation as a JSON list of {"role": ..., "content": ...} messages.
+        source: "Official family" (a template TRL ships), "Hub model" (a model's own template) or "Custom template".
+        family: The template family when source is "Official family", e.g. "gemma3", "llama3", "qwen2_5".
+        model_id: A Hub model id when source is "Hub model".
+        custom_template: Jinja source when source is "Custom template" (rendered in a sandbox).
+        add_generation_prompt: Whether to end with the assistant's turn opener, as at inference.
+        continue_final_message: Whether to leave the last message open so the model continues it.
+
+    Returns:
+        A summary, warnings (double BOS, roles that do not alternate, ...), the rendered text and the
+        tokens as HTML, and the exact rendered text.
+    """
     messages = _messages_or_error(messages_json)
     flags = dict(add_generation_prompt=add_generation_prompt, continue_final_message=continue_final_message)
     try:
@@ -91,6 +106,16 @@ def inspect(messages_json, source, family, model_id, custom_template, add_genera
 
 
 def compare(messages_json, families, add_generation_prompt):
+    """Render the same conversation with 2 to 4 template families, side by side.
+
+    Args:
+        messages_json: The conversation as a JSON list of {"role": ..., "content": ...} messages.
+        families: 2 to 4 template family names, e.g. ["gemma3", "llama3", "qwen2_5"].
+        add_generation_prompt: Whether to end with the assistant's turn opener.
+
+    Returns:
+        HTML: a summary row per family (token count, warnings), then the renderings side by side.
+    """
     messages = _messages_or_error(messages_json)
     try:
         return compare_html(compare_families(families or [], messages, add_generation_prompt=add_generation_prompt))
@@ -224,8 +249,10 @@ with gr.Blocks(title="Chat-template inspector") as demo:
             gr.update(visible=choice == SOURCES[2]),
         ),
         source, [family, model_id, custom_template], api_name="show_source", queue=False,
+        api_visibility="undocumented",  # page plumbing: not an API or MCP tool
     )
-    add_button.click(add_message, messages_json, messages_json, api_name="add_message")
+    add_button.click(add_message, messages_json, messages_json, api_name="add_message",
+                     api_visibility="undocumented")  # page plumbing: not an API or MCP tool
     inspect_inputs = [
         messages_json, source, family, model_id, custom_template, add_generation_prompt, continue_final_message,
     ]
@@ -245,4 +272,4 @@ threading.Thread(target=embedded_tokenizer, name="warm-tokenizer", daemon=True).
 demo.queue(default_concurrency_limit=4)
 
 if __name__ == "__main__":
-    demo.launch()
+    demo.launch(mcp_server=mcp_available())  # also an MCP tool server when gradio[mcp] is installed

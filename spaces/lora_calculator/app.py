@@ -12,6 +12,7 @@ import gradio as gr
 import pandas as pd
 
 from shared import memory
+from shared.apps import mcp_available
 from shared.memory import GB, GPUS, METHODS, OPTIMIZERS, PRECISIONS, TrainingSetup
 
 METHOD_LABELS = {"full": "Full fine-tuning", "lora": "LoRA", "qlora": "QLoRA"}
@@ -28,7 +29,28 @@ EXAMPLE_MODELS = memory.preset_names() + ["4096x4096"]
 
 def calculate(model, config_file, method, precision, optimizer, rank, alpha, targets, batch_size, seq_len,
               checkpointing, double_quant):
-    """Everything the page shows, for one set of inputs (no state kept between calls)."""
+    """Trainable parameters and the training-memory bill of fine-tuning a model with full fine-tuning, LoRA or QLoRA.
+
+    Everything the page shows, for one set of inputs (no state is kept between calls).
+
+    Args:
+        model: A preset model name (e.g. "llama-3.2-1b", "gemma-3-1b", "qwen2.5-7b") or "4096x4096" for one square layer.
+        config_file: Optional path to a model's config.json; used instead of `model` when given.
+        method: "full", "lora" or "qlora" (the method the summary and per-module table describe).
+        precision: Weight and compute precision: "fp32", "bf16" or "bf16-mixed".
+        optimizer: "adamw", "adamw-8bit", "paged-adamw", "paged-adamw-8bit" or "sgd".
+        rank: LoRA rank r (trainable parameters per adapted layer: r x (in + out)).
+        alpha: LoRA alpha (scaling alpha / r); does not change memory.
+        targets: Module names LoRA adapts, e.g. ["q_proj", "k_proj", "v_proj", "o_proj"].
+        batch_size: Sequences per step.
+        seq_len: Tokens per sequence.
+        checkpointing: Whether activation (gradient) checkpointing is on.
+        double_quant: Whether QLoRA also quantizes its quantization constants.
+
+    Returns:
+        A Markdown summary, trainable parameters per module kind, the memory breakdown (GB) of all three
+        methods, which GPUs each fits on, and notes.
+    """
     try:
         source = config_file or model
         arch = memory.resolve_model(source)
@@ -150,4 +172,4 @@ with gr.Blocks(title="LoRA / QLoRA calculator") as demo:
 
 
 if __name__ == "__main__":
-    demo.launch()
+    demo.launch(mcp_server=mcp_available())  # also an MCP tool server when gradio[mcp] is installed
