@@ -24,6 +24,7 @@ import logging
 import re
 import shutil
 import sys
+import tempfile
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -345,7 +346,7 @@ def build(app: str, out_dir: Path | str, repo_id: str = "your-name/your-space") 
     return out
 
 
-def publish(app: str, repo_id: str, *, private: bool = False, build_dir: Path | None = None) -> str:
+def publish(app: str, repo_id: str, *, private: bool = False) -> str:
     """Build the Space, create (or reuse) the repo, ask for its hardware, upload. Returns its URL."""
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError
@@ -353,10 +354,8 @@ def publish(app: str, repo_id: str, *, private: bool = False, build_dir: Path | 
     spec = SpaceSpec.load(app)
     user = hub_user()  # fails here, with a clear message, before anything is built or created
     logger.info("Publishing %s to %s as %s", app, repo_id, user)
-    import tempfile
-
     with tempfile.TemporaryDirectory(prefix=f"space-{app}-") as tmp:
-        folder = build(app, build_dir or Path(tmp) / app, repo_id)
+        folder = build(app, Path(tmp) / app, repo_id)
         api = HfApi()
         try:
             url = api.create_repo(repo_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
