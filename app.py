@@ -33,4 +33,5 @@ demo.queue(default_concurrency_limit=8)
 
 if __name__ == "__main__":
     APPS["comparer"].warm_presets_in_background()
+    APPS["quiz"].warm_up_in_background()
     demo.launch()

@@ -25,6 +25,7 @@ import json
 import logging
 import re
 import sys
+import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -303,6 +304,23 @@ def _rubric_embeddings(rubric: Rubric):
         [embed([mask_names(st) for st in m.statements]) for m in rubric.misconceptions],
         embed(list(rubric.injections)),
     )
+
+
+def warm_up_in_background() -> threading.Thread:
+    """Load the embedder and embed the default rubric in a daemon thread, so that the first visitor's grade
+    takes about a second instead of the ~25 s of loading sentence-transformers and MiniLM on a busy 2-core CPU.
+    A failure is only logged: grading itself will then raise it where a visitor sees it."""
+
+    def warm() -> None:
+        try:
+            _rubric_embeddings(default_rubric())
+            logger.info("Teach-it-back grader ready")
+        except Exception:
+            logger.exception("Could not warm up the teach-it-back grader")
+
+    thread = threading.Thread(target=warm, name="warm-teach-back", daemon=True)
+    thread.start()
+    return thread
 
 
 # --------------------------------------------------------------------------------------------------

@@ -53,3 +53,22 @@ def test_uploaded_config(client, tmp_path):
 def test_bad_input_is_a_friendly_error(client, kwargs, message):
     with pytest.raises(Exception, match=message):
         _calculate(client, **kwargs)
+
+
+def test_a_half_typed_value_keeps_the_last_result_instead_of_popping_an_error():
+    """The live triggers (every control's change) run `calculate_as_you_type`: clearing the rank box to type a
+    new one must not raise a toast; the summary says why nothing changed and the rest keeps its last value."""
+    import gradio as gr
+
+    from shared.apps import load_app
+
+    app = load_app(APP)
+    args = ["llama-3.2-1b", None, "lora", "bf16", "adamw", 16, 32, "all-linear", 1, 512, False, True]
+    summary, *_ = app.calculate_as_you_type(*args)
+    assert "Rank 16" in summary
+    args[5] = None  # the rank box, emptied
+    summary, *rest = app.calculate_as_you_type(*args)
+    assert summary.startswith("**Not recalculated:**") and "rank" in summary.lower()
+    assert all(isinstance(r, type(gr.skip())) for r in rest)
+    with pytest.raises(gr.Error):  # the Calculate button (and the API) still report it as an error
+        app.calculate(*args)

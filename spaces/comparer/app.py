@@ -187,9 +187,12 @@ with gr.Blocks(title="Base vs aligned") as demo:
 
     run.click(compare, inputs, outputs, api_name="compare", concurrency_limit=GENERATE_CONCURRENCY,
               concurrency_id="generate")
-    prompt.submit(compare, inputs, outputs, api_name=False, concurrency_id="generate")
+    # Every trigger names the same group and limit: one left without a limit would let the group run 8 at once.
+    prompt.submit(compare, inputs, outputs, api_name=False, concurrency_limit=GENERATE_CONCURRENCY,
+                  concurrency_id="generate")
     # Clicking a preset fills the prompt, then runs it (instant once the preset's result is cached).
-    examples.load_input_event.then(compare, inputs, outputs, api_name=False, concurrency_id="generate")
+    examples.load_input_event.then(compare, inputs, outputs, api_name=False, concurrency_limit=GENERATE_CONCURRENCY,
+                                   concurrency_id="generate")
     pair.change(load_models, [pair], [base_id, aligned_id, serving], api_name="load_pair")
     gr.on([base_id.submit, aligned_id.submit], describe_custom, [base_id, aligned_id], [serving], api_name=False)
 

@@ -73,6 +73,18 @@ def calculate(model, config_file, method, precision, optimizer, rank, alpha, tar
     )
 
 
+def calculate_as_you_type(*inputs):
+    """`calculate` for the live triggers: a half-typed value (an empty rank box) must not pop an error up.
+
+    The last good result stays on screen and the summary says what is wrong; the Calculate button still raises
+    the error as a toast.
+    """
+    try:
+        return calculate(*inputs)
+    except gr.Error as exc:
+        return (f"**Not recalculated:** {exc.message}",) + (gr.skip(),) * 4
+
+
 def _summary(est: memory.MemoryEstimate) -> str:
     s = est.setup
     lines = [f"### {est.model}: {METHOD_LABELS[s.method]}"]
@@ -169,6 +181,12 @@ with gr.Blocks(title="LoRA / QLoRA calculator") as demo:
               checkpointing, double_quant]
     outputs = [summary, modules, chart, fits, notes]
     gr.on([button.click, demo.load], calculate, inputs, outputs, api_name="calculate")
+    # Every control that changes the bill recalculates at once (alpha does not change memory). Only the newest
+    # change runs, so holding a spin button down does not queue a calculation per step.
+    live = [model, config_file, method, precision, optimizer, rank, targets, batch_size, seq_len, checkpointing,
+            double_quant]
+    gr.on([c.change for c in live], calculate_as_you_type, inputs, outputs, api_name=False,
+          trigger_mode="always_last", show_progress="minimal")
 
 
 if __name__ == "__main__":

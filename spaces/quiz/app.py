@@ -36,7 +36,7 @@ from shared.lesson import (
     stage_example_rows,
     stage_markdown,
 )
-from shared.teach_back import MAX_CHARS, default_rubric, format_report, grade
+from shared.teach_back import MAX_CHARS, default_rubric, format_report, grade, warm_up_in_background
 
 LESSON = load_lesson()  # immutable content, shared safely by every visitor
 STAGE_LABELS = {
@@ -264,4 +264,5 @@ with gr.Blocks(title="Post-training: the lesson") as demo:
 
 
 if __name__ == "__main__":
+    warm_up_in_background()  # the grader's model loads while the visitor reads the lesson
     demo.launch()
