@@ -66,7 +66,12 @@ def heldout():
     return read_jsonl("heldout.jsonl")
 
 
-@pytest.mark.parametrize("name", ["sft.jsonl", "dpo.jsonl", "heldout.jsonl"])
+@pytest.fixture(scope="module")
+def dev():
+    return read_jsonl("dev.jsonl")
+
+
+@pytest.mark.parametrize("name", ["sft.jsonl", "dpo.jsonl", "heldout.jsonl", "dev.jsonl"])
 def test_every_line_is_a_json_object(name):
     for number, line in enumerate((DATA_DIR / name).read_text(encoding="utf-8").splitlines(), start=1):
         assert line.strip(), f"{name}:{number} is blank"
@@ -122,11 +127,12 @@ def test_heldout_format_and_counts(heldout):
         assert counts[kind] >= minimum, (kind, counts)
 
 
-def test_no_duplicate_prompts_within_a_file(sft, dpo, heldout):
+def test_no_duplicate_prompts_within_a_file(sft, dpo, heldout, dev):
     prompts_by_file = {
         "sft.jsonl": [p for row in sft for p in user_prompts(row["messages"])],
         "dpo.jsonl": [p for row in dpo for p in user_prompts(row["prompt"])],
         "heldout.jsonl": [row["prompt"] for row in heldout],
+        "dev.jsonl": [row["prompt"] for row in dev],
     }
     for name, prompts in prompts_by_file.items():
         duplicates = [p for p, n in Counter(map(normalise, prompts)).items() if n > 1]
@@ -138,6 +144,19 @@ def test_heldout_prompts_are_never_trained_on(sft, dpo, heldout):
     trained |= {normalise(p) for row in dpo for p in user_prompts(row["prompt"])}
     leaked = [row["prompt"] for row in heldout if normalise(row["prompt"]) in trained]
     assert not leaked, leaked
+
+
+def test_dev_questions_are_factual_and_apart_from_training_and_heldout(sft, dpo, heldout, dev):
+    """dev.jsonl picks training settings; it must share no prompt with what is trained on or finally scored."""
+    assert len(dev) >= 50
+    for row in dev:
+        assert set(row) == {"prompt", "kind", "expected"} and row["kind"] == "factual", row
+        assert row["expected"] and all(isinstance(a, str) and a.strip() for a in row["expected"]), row
+    others = {normalise(p) for row in sft for p in user_prompts(row["messages"])}
+    others |= {normalise(p) for row in dpo for p in user_prompts(row["prompt"])}
+    others |= {normalise(row["prompt"]) for row in heldout}
+    shared = [row["prompt"] for row in dev if normalise(row["prompt"]) in others]
+    assert not shared, shared
 
 
 def test_sft_renders_through_the_official_gemma3_template_with_short_answers(sft, dpo, gemma_tokenizer):
