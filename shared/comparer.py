@@ -67,6 +67,8 @@ def top_next_confidences(result: ColumnResult) -> dict[str, float] | None:
     for token, prob in result.top_next:
         # SentencePiece marks a leading space with ▁; show newlines as ⏎ so "\n\n" is not blank.
         label = repr(token.replace("▁", " "))[1:-1].replace("\\n", "⏎")
+        if not label.strip():  # a token of spaces only would be a blank row: show each space as ␣
+            label = label.replace(" ", "␣")
         visible[label or "(empty)"] = prob
     return visible
 

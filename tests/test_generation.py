@@ -215,3 +215,12 @@ def test_retiring_finished_rows_from_their_adapter_changes_no_output(adapted, ge
                                    stopping_criteria=StoppingCriteriaList([_RetireFinishedRows(names, [stop])]))
     assert torch.equal(expected, retired)
     assert names[1] == BASE_ADAPTER  # the finished row stopped paying for its adapter
+
+
+def test_whitespace_next_tokens_are_never_blank_rows():
+    """The top-5 panel: a newline or space token must be readable, and every token keeps its own row."""
+    from shared.comparer import top_next_confidences
+    from shared.generation import ColumnResult
+
+    result = ColumnResult("base", top_next=[("\n\n", 0.5), ("▁Paris", 0.2), ("▁", 0.1), ("▁▁", 0.05), ("", 0.01)])
+    assert top_next_confidences(result) == {"⏎⏎": 0.5, " Paris": 0.2, "␣": 0.1, "␣␣": 0.05, "(empty)": 0.01}
