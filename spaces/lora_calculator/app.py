@@ -41,7 +41,8 @@ def calculate(model, config_file, method, precision, optimizer, rank, alpha, tar
         optimizer: "adamw", "adamw-8bit", "paged-adamw", "paged-adamw-8bit" or "sgd".
         rank: LoRA rank r (trainable parameters per adapted layer: r x (in + out)).
         alpha: LoRA alpha (scaling alpha / r); does not change memory.
-        targets: Module names LoRA adapts, e.g. ["q_proj", "k_proj", "v_proj", "o_proj"].
+        targets: Which linear layers LoRA adapts: "all-linear", "attention", or module names, as a list or
+            separated by commas, e.g. ["q_proj", "v_proj"] or "q_proj,v_proj".
         batch_size: Sequences per step.
         seq_len: Tokens per sequence.
         checkpointing: Whether activation (gradient) checkpointing is on.
