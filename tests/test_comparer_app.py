@@ -83,5 +83,5 @@ def test_an_unknown_model_id_falls_back_and_says_so(client):
 def test_choosing_a_preset_says_which_model_serves_and_why(client):
     base_id, aligned_id, note = client.predict("qwen2.5-0.5b", api_name="/load_pair")
     assert (base_id, aligned_id) == ("Qwen/Qwen2.5-0.5B", "Qwen/Qwen2.5-0.5B-Instruct")
-    assert "gemma-3-270m-pt (embedded)" in note and "HF_HUB_OFFLINE=1" in note
+    assert "Gemma 3 270M base (embedded)" in note and "HF_HUB_OFFLINE=1" in note
     assert "Why the aligned column degenerates" in note

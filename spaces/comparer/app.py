@@ -8,41 +8,52 @@ from __future__ import annotations
 import spaces  # first: on a ZeroGPU Space it must patch CUDA before torch is imported; a no-op elsewhere
 
 import logging
+import math
 import threading
 
 import gradio as gr
 
-from shared.comparer import (
-    COLUMN_LABELS,
-    PRESET_PROMPTS,
-    column_header,
-    column_stats,
-    degeneration_note,
-    end_of_turn_frame,
-    make_columns,
-    top_next_confidences,
-)
+from shared.comparer import COLUMN_LABELS, PRESET_PROMPTS, make_columns
+from shared.compute import serve, zero_gpu_active
 from shared.generation import (
     MAX_NEW_TOKENS_CAP,
     MAX_PROMPT_TOKENS,
     GenerationSettings,
     ResultCache,
+    build_input_ids,
     generate_columns,
     input_segments,
     stream_columns,
 )
-from shared.models import DEFAULT_PAIR, ON_SPACES, PRESETS, ModelPair, load_pair
+from shared.presets import DEFAULT_PAIR, ON_SPACES, PRESETS, ModelPair
+from shared.views.comparer import (
+    column_header,
+    column_stats,
+    degeneration_note,
+    end_of_turn_frame,
+    gated_note,
+    top_next_confidences,
+)
 
 logger = logging.getLogger(__name__)
 
-# Load the default pair at import time, as ZeroGPU expects (weights are moved to the GPU lazily).
-# Offline this converts the embedded model once, then later starts read the cached safetensors.
-DEFAULT_BASE, DEFAULT_ALIGNED = load_pair(PRESETS[DEFAULT_PAIR])
-# Finished greedy results, shared by every visitor: deterministic, so safe to replay to anyone.
+TITLE = "Base vs aligned"
+
+# Load the default pair at import time, on the main thread: on ZeroGPU, `.to("cuda")` there only
+# registers the weights, which every GPU worker then gets (shared/compute.py has the thread rule).
+# Offline this converts the embedded model once; later starts read the cached safetensors.
+_DEFAULT_COLUMNS = make_columns(PRESETS[DEFAULT_PAIR], pin=True)
+DEFAULT_BASE, DEFAULT_ALIGNED = _DEFAULT_COLUMNS[0].served, _DEFAULT_COLUMNS[1].served
+# Finished greedy results, shared by every visitor: deterministic, so safe to replay to anyone. It lives
+# in the main process: on ZeroGPU the GPU function runs in a forked worker whose writes are lost.
 RESULTS = ResultCache()
 # One generation at a time per CPU process (two cores are already busy with one batch);
 # on a ZeroGPU Space each call gets its own GPU slice, so a few may run side by side.
 GENERATE_CONCURRENCY = 3 if ON_SPACES else 1
+# GPU seconds a call books (ZeroGPU): start-up, plus generation at a conservative rate per column.
+GPU_BASE_S = 10
+GPU_TOKENS_PER_S_PER_COLUMN = 40
+GPU_MAX_S = 120
 
 
 def _settings(max_new_tokens, do_sample, temperature, top_p, seed) -> GenerationSettings:
@@ -70,57 +81,107 @@ def _render(columns, results, final: bool):
     return tuple(values)
 
 
-@spaces.GPU(duration=60)  # seconds of GPU per call: four columns × 512 tokens in one batch fit easily
+def gpu_duration(prompt, base_id, aligned_id, settings) -> int:
+    """Seconds of GPU to book for one call (ZeroGPU counts them against the visitor's daily quota):
+    sized to the work, columns × new tokens, so a short question spends little of it."""
+    columns = len(COLUMN_LABELS)
+    return min(GPU_MAX_S, GPU_BASE_S + math.ceil(columns * settings.max_new_tokens / GPU_TOKENS_PER_S_PER_COLUMN))
+
+
+@spaces.GPU(duration=gpu_duration)
+def compare_on_gpu(prompt, base_id, aligned_id, settings):
+    """The only place that generates. On ZeroGPU it runs in a forked GPU worker: the models are the ones
+    the main process loaded before the fork, and what it yields (column results) is pickled back."""
+    try:
+        columns = make_columns(ModelPair("custom", base_id, aligned_id))
+        yield from stream_columns(columns, prompt, settings)
+    except ValueError as exc:
+        raise gr.Error(str(exc)) from None
+
+
 def compare(prompt, base_id, aligned_id, max_new_tokens, do_sample, temperature, top_p, seed):
-    """Stream every column for one prompt. API name: /compare."""
+    """Stream every column for one prompt. API name: /compare.
+
+    A plain step in the main process: it loads the models (outside any GPU time), answers a repeated
+    greedy request from the shared cache without booking a GPU, and otherwise streams the GPU function's
+    results and records them for the next visitor.
+    """
     try:
         settings = _settings(max_new_tokens, do_sample, temperature, top_p, seed).validated()
         columns = make_columns(ModelPair("custom", base_id, aligned_id))
+        if not prompt or not prompt.strip():
+            raise ValueError("Type a prompt (or pick a preset) first.")
         key = RESULTS.key(columns, prompt, settings)
         cached = RESULTS.get(key)
         if cached is not None:
             yield _render(columns, cached, final=True)
             return
-        results = None
-        for results in stream_columns(columns, prompt, settings):
-            yield _render(columns, results, final=all(r.done for r in results))
-        RESULTS.put(key, results)
+        # Inputs no column can take are refused here, before a GPU is booked.
+        errors = []
+        for column in columns:
+            try:
+                build_input_ids(column, prompt)
+            except ValueError as exc:
+                errors.append(str(exc))
+        if len(errors) == len(columns):
+            raise ValueError(errors[0])
     except ValueError as exc:
         raise gr.Error(str(exc)) from None
+    results = None
+    for results in compare_on_gpu(prompt, base_id, aligned_id, settings):
+        yield _render(columns, results, final=all(r.done for r in results))
+    if results is not None:
+        RESULTS.put(key, results)
 
 
 def load_models(pair_key, progress=gr.Progress()):
     """Load a preset pair (with a progress bar on first use) and say which models serve."""
     pair = PRESETS.get(pair_key)
     if pair is None:
-        raise gr.Error(f"Unknown preset {pair_key!r}.")
-    base, aligned = load_pair(pair, progress=lambda f, desc: progress(f, desc=desc))
-    return pair.base_id, pair.aligned_id, degeneration_note(base, aligned)
+        raise gr.Error("Unknown preset: pick one from the list.")
+    try:
+        columns = make_columns(pair, progress=lambda f, desc: progress(f, desc=desc))
+    except ValueError as exc:
+        raise gr.Error(str(exc)) from None
+    return pair.base_id, pair.aligned_id, degeneration_note(columns[0].served, columns[1].served)
 
 
 def describe_custom(base_id, aligned_id, progress=gr.Progress()):
-    base, aligned = load_pair(ModelPair("custom", base_id, aligned_id), progress=lambda f, d: progress(f, desc=d))
-    return degeneration_note(base, aligned)
+    try:
+        columns = make_columns(ModelPair("custom", base_id, aligned_id), progress=lambda f, d: progress(f, desc=d))
+    except ValueError as exc:
+        raise gr.Error(str(exc)) from None
+    return degeneration_note(columns[0].served, columns[1].served)
 
 
-def warm_presets_in_background() -> threading.Thread:
-    """Fill the result cache for every preset prompt on the default pair, so clicking one is instant."""
-
-    def work():
-        columns = make_columns(PRESETS[DEFAULT_PAIR])
-        settings = GenerationSettings()
-        for preset in PRESET_PROMPTS:
-            key = RESULTS.key(columns, preset.prompt, settings)
-            if RESULTS.get(key) is None:
-                RESULTS.put(key, generate_columns(columns, preset.prompt, settings))
-        logger.info("Preset results cached for %d prompts", len(PRESET_PROMPTS))
-
-    thread = threading.Thread(target=work, name="warm-presets", daemon=True)
-    thread.start()
-    return thread
+_warm_lock = threading.Lock()
+_warm_thread: threading.Thread | None = None
 
 
-with gr.Blocks(title="Base vs aligned") as demo:
+def warm_up() -> None:
+    """Fill the result cache for every preset prompt on the default pair in the background, so clicking
+    one is instant. Not on ZeroGPU: there is no GPU outside `@spaces.GPU`, and the first visitor to click
+    a preset fills the same cache through the GPU function instead."""
+    global _warm_thread
+    if zero_gpu_active():
+        return
+    with _warm_lock:
+        if _warm_thread is not None:
+            return
+
+        def work():
+            settings = GenerationSettings()
+            for preset in PRESET_PROMPTS:
+                key = RESULTS.key(_DEFAULT_COLUMNS, preset.prompt, settings)
+                if RESULTS.get(key) is None:
+                    RESULTS.put(key, generate_columns(_DEFAULT_COLUMNS, preset.prompt, settings))
+            logger.info("Preset results cached for %d prompts", len(PRESET_PROMPTS))
+
+        _warm_thread = threading.Thread(target=work, name="warm-presets", daemon=True)
+        _warm_thread.start()
+
+
+with gr.Blocks(title=TITLE) as demo:
     gr.Markdown(
         "## Base vs aligned: the completion trap\n"
         "The same prompt goes to a **base** model (the raw text, exactly as it saw web pages in "
@@ -133,6 +194,8 @@ with gr.Blocks(title="Base vs aligned") as demo:
         base_id = gr.Textbox(PRESETS[DEFAULT_PAIR].base_id, label="Base model (any Hub id)", scale=2)
         aligned_id = gr.Textbox(PRESETS[DEFAULT_PAIR].aligned_id, label="Aligned model (any Hub id)", scale=2)
     serving = gr.Markdown(degeneration_note(DEFAULT_BASE, DEFAULT_ALIGNED))
+    if note := gated_note(ON_SPACES):
+        gr.Markdown(note)
     prompt = gr.Textbox(
         label=f"Prompt (up to {MAX_PROMPT_TOKENS} tokens)", lines=2, placeholder="Ask something, or pick a preset below"
     )
@@ -200,5 +263,5 @@ demo.queue(default_concurrency_limit=8)
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    warm_presets_in_background()
-    demo.launch()
+    warm_up()
+    serve(demo)
