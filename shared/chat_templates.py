@@ -25,12 +25,17 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from shared.hub import shown
 from shared.template_sandbox import (
+    MAX_TEMPLATE_CHARS,
     TemplateError,
+    TemplateFacts,
     has_generation_tag,
     render_jobs,
     render_template,
     render_untrusted,
+    render_untrusted_with_facts,
+    template_facts,
 )
 
 logger = logging.getLogger(__name__)
@@ -39,9 +44,17 @@ logger = logging.getLogger(__name__)
 TRL_TEMPLATE_DIR = Path(importlib.util.find_spec("trl").submodule_search_locations[0]) / "chat_templates"
 FAMILY_DATA_PATH = Path(__file__).resolve().parent / "data" / "templates" / "families.json"
 ROLES = ("system", "user", "assistant", "tool")
-# A conversation to inspect, not a dataset: 64 messages of 20,000 characters is more than any lesson needs.
+# A conversation to inspect, not a dataset: 64 messages, each at most 20,000 characters of JSON, and
+# 50,000 in all (half the sandbox's 100,000-character output cap, so even a template that writes every
+# message twice fits), is more than any lesson needs.
 MAX_MESSAGES = 64
 MAX_CONTENT_CHARS = 20_000
+MAX_CONVERSATION_CHARS = 50_000
+# The JSON text of a conversation, as typed or sent: twice the content allowance leaves room for indentation.
+MAX_MESSAGES_JSON_CHARS = 2 * MAX_CONVERSATION_CHARS
+# Lists and objects nested inside one message (message > content list > part > image > ...; tool calls
+# with nested arguments go deepest). Real messages nest fewer than 8 levels.
+MAX_MESSAGE_DEPTH = 16
 # Custom templates see the special tokens of the embedded Gemma 3 tokenizer, whose ids the app shows.
 CUSTOM_TEMPLATE_FAMILY = "gemma3"
 
@@ -57,20 +70,31 @@ TEMPLATE_FOR_MODEL_TYPE = {
 }
 
 
+@functools.cache
+def _template_names() -> frozenset[str]:
+    """Every template file TRL ships, by stem (`gemma3`, `gemma3_training`, ...)."""
+    return frozenset(p.stem for p in TRL_TEMPLATE_DIR.glob("*.jinja"))
+
+
 def list_families() -> list[str]:
     """Names of the official (inference) templates TRL ships, e.g. `gemma3`, `llama3`, `qwen2_5`."""
-    return sorted(p.stem for p in TRL_TEMPLATE_DIR.glob("*.jinja") if not p.stem.endswith("_training"))
+    return sorted(name for name in _template_names() if not name.endswith("_training"))
+
+
+def official_template(family: str, training: bool = False) -> str:
+    """The Jinja source of a family's official template (`training=True`: the generation-marked one)."""
+    name = f"{family}_training" if training and isinstance(family, str) else family
+    if not isinstance(name, str) or name not in _template_names():
+        # A name is looked up among TRL's files, never joined into a path: "../x" reads nothing.
+        known = ", ".join(list_families())
+        kind = "training template" if training else "template"
+        raise ValueError(f"No {kind} for family `{shown(family)}`. Known: {known}")
+    return _read_official(name)
 
 
 @functools.cache
-def official_template(family: str, training: bool = False) -> str:
-    """The Jinja source of a family's official template (`training=True`: the generation-marked one)."""
-    name = f"{family}_training" if training else family
-    path = TRL_TEMPLATE_DIR / f"{name}.jinja"
-    if not path.is_file():
-        known = ", ".join(list_families())
-        raise ValueError(f"No {'training ' if training else ''}template for family {family!r}. Known: {known}")
-    return path.read_text(encoding="utf-8")
+def _read_official(name: str) -> str:
+    return (TRL_TEMPLATE_DIR / f"{name}.jinja").read_text(encoding="utf-8")
 
 
 def family_for_model_type(model_type: str) -> str | None:
@@ -87,7 +111,7 @@ def end_of_turn_token(tokenizer, chat_template: str) -> str | None:
     marker = "Sure."
     messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": marker}]
     text = tokenizer.apply_chat_template(messages, chat_template=chat_template, tokenize=False)
-    tail = text[text.rfind(marker) + len(marker):]
+    tail = text[text.rfind(marker) + len(marker) :]
     special = set(tokenizer.all_special_tokens) | {
         t.content for t in tokenizer.added_tokens_decoder.values() if t.special
     }
@@ -100,6 +124,7 @@ def end_of_turn_token(tokenizer, chat_template: str) -> str | None:
 # --------------------------------------------------------------------------------------------
 # Facts about families that templates cannot tell us (data), and what they can (derived)
 # --------------------------------------------------------------------------------------------
+
 
 @functools.cache
 def _family_data() -> dict[str, dict]:
@@ -143,8 +168,28 @@ def official_family_of(template: str) -> str | None:
 # Messages
 # --------------------------------------------------------------------------------------------
 
+
+def _nesting_depth(value) -> int:
+    """How deeply lists and objects nest in `value` (a string is 0, [] is 1), without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > MAX_MESSAGE_DEPTH:  # deep enough to refuse: stop walking
+            return deepest
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
 def validate_messages(messages) -> list[dict]:
-    """Check a conversation and return it as plain dicts; ValueError with a one-line reason otherwise."""
+    """Check a conversation and return it as plain dicts; ValueError with a one-line reason otherwise.
+
+    Bounded before anything renders it: message count, size of each message and of the whole
+    conversation, nesting depth, plain JSON types and valid Unicode.
+    """
     if isinstance(messages, dict) and "messages" in messages:
         messages = messages["messages"]
     if not isinstance(messages, list):
@@ -152,8 +197,8 @@ def validate_messages(messages) -> list[dict]:
     if not messages:
         raise ValueError("The conversation is empty: add at least one message.")
     if len(messages) > MAX_MESSAGES:
-        raise ValueError(f"At most {MAX_MESSAGES} messages, got {len(messages)}.")
-    checked = []
+        raise ValueError(f"At most {MAX_MESSAGES} messages, got {len(messages):,}.")
+    checked, total = [], 0
     for number, message in enumerate(messages, start=1):
         if not isinstance(message, dict) or "role" not in message or "content" not in message:
             raise ValueError(f"Message {number} needs a 'role' and a 'content'.")
@@ -162,23 +207,46 @@ def validate_messages(messages) -> list[dict]:
         content = message["content"]
         if not isinstance(content, (str, list)):
             raise ValueError(f"Message {number}: content must be text (or a list of content parts).")
-        if len(json.dumps(content)) > MAX_CONTENT_CHARS:
+        if _nesting_depth(message) > MAX_MESSAGE_DEPTH:
+            raise ValueError(f"Message {number} nests lists and objects more than {MAX_MESSAGE_DEPTH} levels deep.")
+        try:
+            size = len(json.dumps(message, ensure_ascii=False, allow_nan=False).encode("utf-8", "strict"))
+        except (TypeError, ValueError, RecursionError):  # not JSON, NaN, or a lone surrogate (invalid Unicode)
+            raise ValueError(
+                f"Message {number} must be plain JSON text: strings, numbers, lists and objects, valid Unicode."
+            ) from None
+        if size > MAX_CONTENT_CHARS:
             raise ValueError(f"Message {number} is longer than {MAX_CONTENT_CHARS:,} characters.")
+        total += size
+        if total > MAX_CONVERSATION_CHARS:
+            raise ValueError(f"The conversation is longer than {MAX_CONVERSATION_CHARS:,} characters in all.")
         checked.append(dict(message))
     return checked
 
 
 def parse_messages_json(text: str) -> list[dict]:
+    """A conversation from its JSON text; ValueError with a one-line reason otherwise (size checked first)."""
+    if not isinstance(text, str):
+        raise ValueError('A conversation is JSON text, like [{"role": "user", "content": "Hi"}].')
+    if len(text) > MAX_MESSAGES_JSON_CHARS:
+        raise ValueError(f"The conversation's JSON is longer than {MAX_MESSAGES_JSON_CHARS:,} characters.")
     try:
         messages = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"The conversation is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno}).") from None
+        raise ValueError(
+            f"The conversation is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})."
+        ) from None
+    except RecursionError:
+        raise ValueError(
+            f"The conversation nests lists and objects more than {MAX_MESSAGE_DEPTH} levels deep."
+        ) from None
     return validate_messages(messages)
 
 
 # --------------------------------------------------------------------------------------------
 # Rendering
 # --------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Rendering:
@@ -243,13 +311,38 @@ def render_batch(template: str, jobs: list[dict], variables: dict | None, *, unt
     return render_jobs(template, jobs, variables)
 
 
+def render_with_facts(
+    template: str, jobs: list[dict], variables: dict | None, *, untrusted: bool
+) -> tuple[list[dict], TemplateFacts]:
+    """`render_batch` plus the template's facts (generation markers, names it reads): an untrusted template
+    is parsed only in the sandbox child, which answers both in one round trip."""
+    if untrusted:
+        return render_untrusted_with_facts(template, jobs, variables)
+    return render_jobs(template, jobs, variables), template_facts(template)
+
+
 # --------------------------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------------------------
 
+
 class _OneLineParser(argparse.ArgumentParser):
     def error(self, message):
-        self.exit(2, f"error: {message} (see --help)\n")
+        self.exit(2, f"error: {' '.join(message.split())} (see --help)\n")
+
+
+def _read_text(path: Path, limit: int, what: str) -> str:
+    """At most `limit` characters of a UTF-8 file: a larger one is refused without being read whole."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            text = file.read(limit + 1)
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror or type(exc).__name__}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"cannot read {path}: it is not UTF-8 text") from None
+    if len(text) > limit:
+        raise ValueError(f"{path} is longer than {limit:,} characters, the limit for {what}")
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -264,7 +357,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--messages", type=Path, help='a JSON file: [{"role": "user", "content": "Hi"}, ...]')
     parser.add_argument("--add-generation-prompt", action="store_true", help="open an assistant turn at the end")
     parser.add_argument("--continue-final-message", action="store_true", help="leave the last message open")
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2, one line already on stderr)
+        return exc.code if isinstance(exc.code, int) else 2
 
     if args.list:
         sys.stdout.write("".join(f"{family}\n" for family in list_families()))
@@ -272,15 +368,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.messages is None:
             raise ValueError("--messages FILE.json is required to render")
-        try:
-            messages = parse_messages_json(args.messages.read_text(encoding="utf-8"))
-            template_source = args.template.read_text(encoding="utf-8") if args.template else None
-        except OSError as exc:
-            raise ValueError(f"cannot read {exc.filename}: {exc.strerror}") from None
+        messages = parse_messages_json(_read_text(args.messages, MAX_MESSAGES_JSON_CHARS, "a conversation"))
         flags = dict(
             add_generation_prompt=args.add_generation_prompt, continue_final_message=args.continue_final_message
         )
-        if template_source is not None:
+        if args.template is not None:
+            template_source = _read_text(args.template, MAX_TEMPLATE_CHARS, "templates")
             rendering = render_chat(
                 template_source, messages, variables=family_variables(CUSTOM_TEMPLATE_FAMILY), untrusted=True, **flags
             )

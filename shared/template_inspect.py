@@ -13,13 +13,14 @@ in their own vocabulary that Gemma 3 does not have.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import logging
 import os
 import re
+import threading
 from dataclasses import dataclass, field
-
-import jinja2.meta
+from typing import Callable
 
 from shared.chat_templates import (
     CUSTOM_TEMPLATE_FAMILY,
@@ -27,11 +28,13 @@ from shared.chat_templates import (
     family_variables,
     official_family_of,
     official_template,
+    render_batch,
+    render_with_facts,
     training_template,
     validate_messages,
 )
-from shared.chat_templates import render_batch
-from shared.template_sandbox import compile_template_ast, has_generation_tag
+from shared.hub import hub_or_cache, shown
+from shared.template_sandbox import MAX_GENERATION_SPANS, TemplateFacts, check_template_size
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +53,28 @@ _PROBE = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": _P
 _PROBE_PARTS = [{**message, "content": [{"type": "text", "text": message["content"]}]} for message in _PROBE]
 # Chips drawn at most; counts always cover every token. 3,000 chips is already a long page.
 MAX_TOKENS_SHOWN = 3_000
+# Different control tokens in one rendering. Templates write a few dozen at most; a tokenizer may add a
+# few hundred reserved ones (Llama 3 has 256) that a message can quote. Beyond this it is an attack.
+MAX_CONTROL_TOKENS = 512
+# Files a tokenizer and its chat template are made of; weights are never downloaded.
+TOKENIZER_FILES = [
+    "tokenizer*",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "chat_template.json",
+    "chat_template.jinja",
+    "additional_chat_templates/*.jinja",
+    "config.json",
+    "*.model",
+    "vocab*",
+    "merges.txt",
+    "*.tiktoken",
+]
+# The largest real tokenizers (Gemma 3: a 33 MB tokenizer.json plus a 4.7 MB tokenizer.model) fit 3x over;
+# a repository whose tokenizer files add up to more is refused before anything is downloaded.
+MAX_TOKENIZER_BYTES = 120 * 1024**2
+# Special-token strings longer than this are not passed to a template (real ones are under 40 characters).
+_MAX_SPECIAL_TOKEN_CHARS = 200
 
 
 @dataclass(frozen=True)
@@ -100,68 +125,104 @@ class Inspection:
 # Tokenizers: the family's own when it can be had, else the embedded Gemma 3 stand-in
 # --------------------------------------------------------------------------------------------
 
+_embedded_lock = threading.Lock()
+
+
 @functools.cache
-def embedded_tokenizer():
-    from shared.models import load_embedded_tokenizer
+def _embedded_tokenizer():
+    from shared.embedded import load_embedded_tokenizer
 
     return load_embedded_tokenizer()
 
 
+def embedded_tokenizer():
+    """The embedded Gemma 3 tokenizer, loaded once (the warm-up thread and a first request never both load it)."""
+    with _embedded_lock:
+        return _embedded_tokenizer()
+
+
+class _TooLarge(Exception):
+    """A repository's tokenizer files are larger than `MAX_TOKENIZER_BYTES`."""
+
+
 @functools.lru_cache(maxsize=8)  # tokenizers are read-only once loaded; a few families at once
 def _pretrained_tokenizer(model_id: str, local_only: bool):
+    from huggingface_hub import snapshot_download
     from transformers import AutoTokenizer
 
-    # Never run a repository's code; no token argument: huggingface_hub reads HF_TOKEN itself for gated repos.
-    return AutoTokenizer.from_pretrained(model_id, trust_remote_code=False, local_files_only=local_only)
+    if not local_only:  # list the files with their sizes first: nothing is downloaded when they are too large
+        planned = snapshot_download(model_id, allow_patterns=TOKENIZER_FILES, dry_run=True)
+        total = sum(file.file_size or 0 for file in planned)
+        if total > MAX_TOKENIZER_BYTES:
+            raise _TooLarge(
+                f"`{shown(model_id)}` has {total / 1024**2:,.0f} MB of tokenizer files, more than the "
+                f"{MAX_TOKENIZER_BYTES // 1024**2} MB this app reads"
+            )
+    # The Hub's snapshot (downloaded, or found in the local cache), never a folder of this server that
+    # happens to have the same name as the id; no repository code runs; huggingface_hub reads HF_TOKEN itself.
+    folder = snapshot_download(model_id, allow_patterns=TOKENIZER_FILES, local_files_only=local_only)
+    return AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
 
 
 def load_hub_tokenizer(model_id: str):
-    """A Hub model's tokenizer (from the local cache when the Hub is off); ValueError with the reason otherwise."""
-    from shared.models import explain_load_failure, hub_unavailable_reason
+    """A Hub model's tokenizer (from the local cache when the Hub is off); ValueError with the reason otherwise.
 
-    model_id = model_id.strip()
-    if not model_id:
+    Only Hub repository ids are accepted (checked with huggingface_hub's own validator before any request),
+    never a path on this server.
+    """
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if not isinstance(model_id, str) or not model_id.strip():
         raise ValueError("Type a Hub model id such as Qwen/Qwen2.5-0.5B-Instruct.")
-    unavailable = hub_unavailable_reason()
+    model_id = model_id.strip()
     try:
-        return _pretrained_tokenizer(model_id, unavailable is not None)
-    except Exception as exc:  # every loading failure becomes one sentence the user can act on
-        reason = explain_load_failure(model_id, exc)
-        if unavailable and "local cache" in reason:
-            reason = f"{unavailable} and `{model_id}` is not in the local cache"
+        validate_repo_id(model_id)
+    except HFValidationError:
+        raise ValueError(
+            f"`{shown(model_id)}` is not a Hub model id: use owner/name, e.g. Qwen/Qwen2.5-0.5B-Instruct."
+        ) from None
+    try:
+        return hub_or_cache(model_id, lambda local_only: _pretrained_tokenizer(model_id, local_only))
+    except ValueError as exc:
+        reason = str(exc.__cause__) if isinstance(exc.__cause__, _TooLarge) else str(exc)
         raise ValueError(f"Cannot load the tokenizer: {reason}.") from None
 
 
 def family_tokenizer(family: str):
-    """(tokenizer, stand-in reason or None) for an official family."""
+    """(tokenizer, its name for the page, stand-in reason or None) for an official family."""
     info = family_info(family)
     if info.get("uses_embedded_tokenizer"):  # the same vocabulary as the family's checkpoints, already on disk
-        return embedded_tokenizer(), None
+        return embedded_tokenizer(), _EMBEDDED_NAME, None
     model_id = info.get("reference_model")
     reason = "no reference checkpoint is recorded for this family"
     if model_id:
         try:
-            return load_hub_tokenizer(model_id), None
+            return load_hub_tokenizer(model_id), _hub_tokenizer_name(model_id), None
         except ValueError as exc:
             reason = str(exc).removeprefix("Cannot load the tokenizer: ").rstrip(".")
-    return embedded_tokenizer(), reason
+    return embedded_tokenizer(), _EMBEDDED_NAME, reason
 
 
-def _tokenizer_name(tokenizer) -> str:
-    if tokenizer is embedded_tokenizer():
-        return "the embedded Gemma 3 tokenizer (google/gemma-3-270m, 262k vocabulary)"
-    return f"the `{getattr(tokenizer, 'name_or_path', '') or type(tokenizer).__name__}` tokenizer"
+_EMBEDDED_NAME = "the embedded Gemma 3 tokenizer (google/gemma-3-270m, 262k vocabulary)"
+
+
+def _hub_tokenizer_name(model_id: str) -> str:
+    # Named by its Hub id: the tokenizer's own name_or_path is the cache folder on this server.
+    return f"the `{shown(model_id)}` tokenizer"
 
 
 # --------------------------------------------------------------------------------------------
 # Reading a rendering: contents, control tokens, tokens, mask
 # --------------------------------------------------------------------------------------------
 
+
 def _content_texts(message: dict) -> list[str]:
     content = message.get("content")
     if isinstance(content, str):
         return [content]
-    return [part.get("text", "") for part in content or [] if isinstance(part, dict) and part.get("text")]
+    if not isinstance(content, list):
+        return []
+    return [part["text"] for part in content if isinstance(part, dict) and isinstance(part.get("text"), str)]
 
 
 def locate_contents(text: str, messages: list[dict]) -> list[tuple[int, int, str]]:
@@ -185,14 +246,25 @@ def locate_contents(text: str, messages: list[dict]) -> list[tuple[int, int, str
     return spans
 
 
-def _inside(position: int, spans) -> bool:
-    return any(start <= position < end for start, end, *_ in spans)
-
-
 def find_control_tokens(text: str, content_spans, known: tuple[str, ...] = ()) -> tuple[str, ...]:
-    """Control tokens the template wrote (outside message contents), plus the known ones that occur."""
-    found = {match.group() for match in CONTROL_TOKEN_RE.finditer(text) if not _inside(match.start(), content_spans)}
+    """Control tokens the template wrote (outside message contents), plus the known ones that occur.
+
+    `content_spans` are in order and do not overlap (as `locate_contents` finds them), so whether a match
+    lies inside one is a binary search. ValueError past `MAX_CONTROL_TOKENS` different tokens.
+    """
+    starts = [span[0] for span in content_spans]
+
+    def inside(position: int) -> bool:
+        at = bisect.bisect_right(starts, position) - 1
+        return at >= 0 and position < content_spans[at][1]
+
+    found = {match.group() for match in CONTROL_TOKEN_RE.finditer(text) if not inside(match.start())}
     found |= {token for token in known if token and token in text}
+    if len(found) > MAX_CONTROL_TOKENS:
+        raise ValueError(
+            f"The rendering holds {len(found):,} different control tokens, more than the {MAX_CONTROL_TOKENS} "
+            "this inspector draws (chat templates write a few dozen)."
+        )
     return tuple(sorted(found, key=lambda token: (-len(token), token)))
 
 
@@ -224,30 +296,74 @@ def tokenize_rendering(text: str, tokenizer, control_tokens: tuple[str, ...], ow
     if cursor < len(text):
         pieces.append((cursor, len(text), False))
 
+    # One tokenizer call for every stretch of text (a rendering can hold thousands of kept-whole tokens).
+    stretches = [(start, end) for start, end, whole in pieces if not whole]
+    encodings = iter([])
+    if stretches:
+        batch = tokenizer(
+            [text[start:end] for start, end in stretches], add_special_tokens=False, return_offsets_mapping=True
+        )
+        encodings = iter(zip(batch["input_ids"], batch["offset_mapping"]))
     tokens = []
     for start, end, whole in pieces:
         if whole:
             tokens.append((start, end, None, True))
             continue
-        encoding = tokenizer(text[start:end], add_special_tokens=False, return_offsets_mapping=True)
-        for token_id, (token_start, token_end) in zip(encoding["input_ids"], encoding["offset_mapping"]):
-            piece = text[start + token_start:start + token_end]
-            tokens.append((start + token_start, start + token_end, token_id, token_id in special_ids or piece in specials))
+        ids, offsets = next(encodings)
+        for token_id, (token_start, token_end) in zip(ids, offsets):
+            piece = text[start + token_start : start + token_end]
+            special = token_id in special_ids or piece in specials
+            tokens.append((start + token_start, start + token_end, token_id, special))
     return tokens
 
 
-def _overlaps(start: int, end: int, spans) -> bool:
-    # transformers' rule: a token is trained on when it overlaps a generation span at all.
-    return any(start < span_end and end > span_start for span_start, span_end in spans)
+def loss_mask(offsets: list[tuple[int, int]], spans, *, max_spans: int = MAX_GENERATION_SPANS) -> list[bool]:
+    """Which tokens (character `offsets`, in text order) an assistant-only loss trains on.
+
+    transformers' rule: a token is trained on when it overlaps a `{% generation %}` span at all, i.e. some
+    span starts before the token ends and ends after it starts. One pass over both, sorted: walking the
+    tokens by their end, every span that starts before that end has been seen, and the furthest end among
+    them decides. O((tokens + spans) log spans), where testing every pair cost tokens x spans (a template
+    with 20,000 empty spans over 89k tokens held a server for 7 minutes). ValueError past `max_spans`.
+    """
+    spans = list(spans)
+    if len(spans) > max_spans:
+        raise ValueError(
+            f"The template marked {len(spans):,} {{% generation %}} blocks, more than the {max_spans:,} "
+            "an inspection draws (honest templates mark a few per message)."
+        )
+    spans.sort()
+    order = range(len(offsets))
+    if any(offsets[i][1] > offsets[i + 1][1] for i in range(len(offsets) - 1)):
+        order = sorted(order, key=lambda i: offsets[i][1])
+    mask = [False] * len(offsets)
+    reach, next_span = float("-inf"), 0  # furthest span end among the spans starting before the token's end
+    for index in order:
+        start, end = offsets[index]
+        while next_span < len(spans) and spans[next_span][0] < end:
+            reach = max(reach, spans[next_span][1])
+            next_span += 1
+        mask[index] = reach > start
+    return mask
 
 
-def _role_at(start: int, end: int, content_spans, prompt_start: int | None) -> str:
-    for span_start, span_end, role in content_spans:
-        if start < span_end and end > span_start:
-            return role
-    if prompt_start is not None and start >= prompt_start:
-        return "prompt"
-    return "template"
+def token_roles(offsets: list[tuple[int, int]], content_spans, prompt_start: int | None) -> list[str]:
+    """The role of each token: the first message content it overlaps, else "prompt" (inside the generation
+    prompt) or "template" (scaffolding). `content_spans` are in order and disjoint, so one sweep suffices."""
+    order = range(len(offsets))
+    if any(offsets[i][0] > offsets[i + 1][0] for i in range(len(offsets) - 1)):
+        order = sorted(order, key=lambda i: offsets[i][0])
+    roles = ["template"] * len(offsets)
+    current = 0
+    for index in order:
+        start, end = offsets[index]
+        while current < len(content_spans) and content_spans[current][1] <= start:
+            current += 1  # ends before this token starts, so before every later one too
+        if current < len(content_spans) and content_spans[current][0] < end:
+            roles[index] = content_spans[current][2]
+        elif prompt_start is not None and start >= prompt_start:
+            roles[index] = "prompt"
+    return roles
 
 
 def _probe_text(probes: list[dict]) -> str | None:
@@ -259,7 +375,7 @@ def _end_of_turn(probe_text: str | None, control_tokens: tuple[str, ...]) -> str
     """The first control token after the probe's reply: what a model learns to emit to end its turn."""
     if not probe_text or _PROBE_REPLY not in probe_text:
         return None
-    tail = probe_text[probe_text.rfind(_PROBE_REPLY) + len(_PROBE_REPLY):]
+    tail = probe_text[probe_text.rfind(_PROBE_REPLY) + len(_PROBE_REPLY) :]
     candidates = [(tail.find(token), -len(token), token) for token in control_tokens if token in tail]
     if candidates:
         return min(candidates)[2]
@@ -271,6 +387,7 @@ def _end_of_turn(probe_text: str | None, control_tokens: tuple[str, ...]) -> str
 # The inspection
 # --------------------------------------------------------------------------------------------
 
+
 def _inspect(
     label: str,
     messages: list,
@@ -279,18 +396,21 @@ def _inspect(
     variables: dict,
     untrusted: bool,
     tokenizer,
+    tokenizer_name: str,
     stand_in_reason: str | None,
     add_generation_prompt: bool,
     continue_final_message: bool,
-    mask_template: str | None,
-    mask_source: str | None,
+    mask_for: Callable[[TemplateFacts], tuple[str | None, str | None]],
 ) -> Inspection:
+    """Render (in the sandbox when `untrusted`), tokenize, mask and warn. `mask_for(facts)` says which
+    template's {% generation %} spans give the loss mask, once the render has told whether this one has any."""
     messages = validate_messages(messages)
+    add_generation_prompt, continue_final_message = bool(add_generation_prompt), bool(continue_final_message)
     if add_generation_prompt and continue_final_message:
         raise ValueError(
             "Pick one: add_generation_prompt opens a new assistant turn, continue_final_message extends the last one."
         )
-    result = Inspection(label=label, tokenizer_name=_tokenizer_name(tokenizer), stand_in_reason=stand_in_reason)
+    result = Inspection(label=label, tokenizer_name=tokenizer_name, stand_in_reason=stand_in_reason)
     flags = dict(add_generation_prompt=add_generation_prompt, continue_final_message=continue_final_message)
     jobs = [
         dict(messages=messages, **flags),
@@ -299,11 +419,13 @@ def _inspect(
         dict(messages=_PROBE),  # to find the end-of-turn token
         dict(messages=_PROBE_PARTS),
     ]
-    main, plain, prompted, *probes = render_batch(template, jobs, variables, untrusted=untrusted)
+    (main, plain, prompted, *probes), facts = render_with_facts(template, jobs, variables, untrusted=untrusted)
+    mask_template, mask_source = mask_for(facts)
     if "error" in main:
         result.error = main["error"]
         result.warnings.append(
-            f"The template itself refuses this conversation — this is what `apply_chat_template` raises: {main['error']}"
+            "The template itself refuses this conversation — this is what `apply_chat_template` raises: "
+            + main["error"]
         )
         return result
     text = result.text = main["text"]
@@ -334,13 +456,19 @@ def _inspect(
         # An official training variant: trusted, rendered here; its probe shows what the model learns to emit.
         marked, *marked_probes = render_batch(
             mask_template,
-            [dict(messages=messages, add_generation_prompt=add_generation_prompt), dict(messages=_PROBE),
-             dict(messages=_PROBE_PARTS)],
-            variables, untrusted=False,
+            [
+                dict(messages=messages, add_generation_prompt=add_generation_prompt),
+                dict(messages=_PROBE),
+                dict(messages=_PROBE_PARTS),
+            ],
+            variables,
+            untrusted=False,
         )
         probe_text = _probe_text(marked_probes) or probe_text
         if "error" in marked:
-            result.warnings.append(f"The training template refuses this conversation, so no loss mask: {marked['error']}")
+            result.warnings.append(
+                f"The training template refuses this conversation, so no loss mask: {marked['error']}"
+            )
         elif marked["text"] == text:
             mask_spans, result.mask_source = [tuple(span) for span in marked["spans"]], mask_source
         elif not add_generation_prompt:
@@ -367,17 +495,12 @@ def _inspect(
     result.control_tokens = find_control_tokens(text, content_spans, known)
     own = stand_in_reason is None
     raw_tokens = tokenize_rendering(text, tokenizer, result.control_tokens, own)
+    offsets = [(start, end) for start, end, _, _ in raw_tokens]
+    roles = token_roles(offsets, content_spans, prompt_start)
+    trained = [None] * len(offsets) if mask_spans is None else loss_mask(offsets, mask_spans)
     result.tokens = [
-        Token(
-            text=text[start:end],
-            id=token_id,
-            start=start,
-            end=end,
-            role=_role_at(start, end, content_spans, prompt_start),
-            special=special,
-            trained=None if mask_spans is None else _overlaps(start, end, mask_spans),
-        )
-        for start, end, token_id, special in raw_tokens
+        Token(text=text[start:end], id=token_id, start=start, end=end, role=role, special=special, trained=is_trained)
+        for (start, end, token_id, special), role, is_trained in zip(raw_tokens, roles, trained)
     ]
 
     # Where inference starts and what it stops on.
@@ -387,10 +510,10 @@ def _inspect(
     if result.end_of_turn and own:
         result.end_of_turn_id = _single_token_id(tokenizer, result.end_of_turn)
 
-    reads = set(jinja2.meta.find_undeclared_variables(compile_template_ast(template)))
-    result.warnings.extend(_teaching_warnings(result, messages, variables, tokenizer, own, reads, **flags))
+    result.warnings.extend(_teaching_warnings(result, messages, variables, tokenizer, own, facts.reads, **flags))
     missing = [
-        str(number) for number, message in enumerate(messages, start=1)
+        str(number)
+        for number, message in enumerate(messages, start=1)
         if isinstance(message["content"], str) and message["content"].strip() not in text
     ]
     if missing:
@@ -401,8 +524,17 @@ def _inspect(
     return result
 
 
-def _teaching_warnings(result: Inspection, messages, variables, tokenizer, own: bool, reads: set[str], *,
-                       add_generation_prompt: bool, continue_final_message: bool) -> list[str]:
+def _teaching_warnings(
+    result: Inspection,
+    messages,
+    variables,
+    tokenizer,
+    own: bool,
+    reads: frozenset[str],
+    *,
+    add_generation_prompt: bool,
+    continue_final_message: bool,
+) -> list[str]:
     warnings = []
     bos = variables.get("bos_token")
     if bos and result.text.startswith(bos):
@@ -442,30 +574,37 @@ def _teaching_warnings(result: Inspection, messages, variables, tokenizer, own: 
     return warnings
 
 
-
-
 # --------------------------------------------------------------------------------------------
 # The three sources of a template, and the side-by-side comparison
 # --------------------------------------------------------------------------------------------
+
 
 def inspect_family(
     family: str, messages: list, *, add_generation_prompt: bool = False, continue_final_message: bool = False
 ) -> Inspection:
     """Inspect an official TRL template with its family's special tokens (trusted: rendered in-process)."""
     template = official_template(family)
-    tokenizer, stand_in_reason = family_tokenizer(family)
+    tokenizer, tokenizer_name, stand_in_reason = family_tokenizer(family)
     marked = training_template(family)
     source = None if marked is None else (family if marked == template else f"{family}_training")
     return _inspect(
-        family, messages, template=template, variables=family_variables(family), untrusted=False,
-        tokenizer=tokenizer, stand_in_reason=stand_in_reason, add_generation_prompt=add_generation_prompt,
-        continue_final_message=continue_final_message, mask_template=marked, mask_source=source,
+        family,
+        messages,
+        template=template,
+        variables=family_variables(family),
+        untrusted=False,
+        tokenizer=tokenizer,
+        tokenizer_name=tokenizer_name,
+        stand_in_reason=stand_in_reason,
+        add_generation_prompt=add_generation_prompt,
+        continue_final_message=continue_final_message,
+        mask_for=lambda facts: (marked, source),
     )
 
 
-def _mask_template_for(template: str) -> tuple[str | None, str | None]:
+def _mask_template_for(template: str, facts: TemplateFacts) -> tuple[str | None, str | None]:
     """A template's own markers, else the training variant of the official family it is identical to."""
-    if has_generation_tag(template):
+    if facts.generation_tag:
         return template, "the template's own {% generation %} markers"
     family = official_family_of(template)
     if family is not None and (marked := training_template(family)) is not None:
@@ -477,43 +616,66 @@ def inspect_hub_model(
     model_id: str, messages: list, *, add_generation_prompt: bool = False, continue_final_message: bool = False
 ) -> Inspection:
     """Inspect a Hub model's own template (also read from `chat_template.jinja`), sandboxed, with its tokenizer."""
+    messages = validate_messages(messages)  # cheap checks before a download
     tokenizer = load_hub_tokenizer(model_id)
+    model_id = model_id.strip()
     template = tokenizer.chat_template
     if isinstance(template, dict):  # a tokenizer with several named templates: the default one is used for chat
         template = template.get("default") or next(iter(template.values()), None)
     if not template:
         raise ValueError(
-            f"`{model_id.strip()}` has no chat template (base checkpoints usually have none): pick a family instead."
+            f"`{shown(model_id)}` has no chat template (base checkpoints usually have none): pick a family instead."
         )
-    variables = {key: value for key, value in tokenizer.special_tokens_map.items() if isinstance(value, str)}
-    mask_template, mask_source = _mask_template_for(template)
+    check_template_size(template)  # a repository's template is untrusted like any other: size first
+    variables = {
+        key: value
+        for key, value in tokenizer.special_tokens_map.items()
+        if isinstance(value, str) and len(value) <= _MAX_SPECIAL_TOKEN_CHARS
+    }
     return _inspect(
-        model_id.strip(), messages, template=template, variables=variables, untrusted=True, tokenizer=tokenizer,
-        stand_in_reason=None, add_generation_prompt=add_generation_prompt,
-        continue_final_message=continue_final_message, mask_template=mask_template, mask_source=mask_source,
+        shown(model_id),
+        messages,
+        template=template,
+        variables=variables,
+        untrusted=True,
+        tokenizer=tokenizer,
+        tokenizer_name=_hub_tokenizer_name(model_id),
+        stand_in_reason=None,
+        add_generation_prompt=add_generation_prompt,
+        continue_final_message=continue_final_message,
+        mask_for=lambda facts: _mask_template_for(template, facts),
     )
 
 
 def inspect_custom_template(
     template: str, messages: list, *, add_generation_prompt: bool = False, continue_final_message: bool = False
 ) -> Inspection:
-    """Inspect a pasted template: rendered in the sandbox, with Gemma 3's special tokens and tokenizer."""
+    """Inspect a pasted template: rendered in the sandbox, with Gemma 3's special tokens and tokenizer.
+
+    Its size is checked before anything else; it is parsed and rendered only in the sandbox child.
+    """
+    check_template_size(template)
     if not template.strip():
         raise ValueError("Paste a Jinja chat template first.")
-    mask_template, mask_source = _mask_template_for(template)
     return _inspect(
-        "custom template", messages, template=template, variables=family_variables(CUSTOM_TEMPLATE_FAMILY),
-        untrusted=True, tokenizer=embedded_tokenizer(),
+        "custom template",
+        messages,
+        template=template,
+        variables=family_variables(CUSTOM_TEMPLATE_FAMILY),
+        untrusted=True,
+        tokenizer=embedded_tokenizer(),
+        tokenizer_name=_EMBEDDED_NAME,
         stand_in_reason="a pasted template has no tokenizer of its own, so the embedded Gemma 3 one gives the ids",
-        add_generation_prompt=add_generation_prompt, continue_final_message=continue_final_message,
-        mask_template=mask_template, mask_source=mask_source,
+        add_generation_prompt=add_generation_prompt,
+        continue_final_message=continue_final_message,
+        mask_for=lambda facts: _mask_template_for(template, facts),
     )
 
 
-def compare_families(
-    families: list[str], messages: list, *, add_generation_prompt: bool = False
-) -> list[Inspection]:
+def compare_families(families: list[str], messages: list, *, add_generation_prompt: bool = False) -> list[Inspection]:
     """The same conversation through 2–4 official families."""
+    if not isinstance(families, (list, tuple)) or not all(isinstance(family, str) for family in families):
+        raise ValueError("Pick 2 to 4 template families by name, e.g. gemma3, llama3, qwen2_5.")
     families = list(dict.fromkeys(families))  # keep order, drop repeats
     if not 2 <= len(families) <= 4:
         raise ValueError(f"Pick 2 to 4 families to compare (got {len(families)}).")

@@ -19,7 +19,10 @@ from shared.chat_templates import (
 from shared.template_inspect import inspect_family
 
 CONVERSATIONS = {
-    "single turn": [{"role": "user", "content": "Hello there"}, {"role": "assistant", "content": "Hi! How can I help?"}],
+    "single turn": [
+        {"role": "user", "content": "Hello there"},
+        {"role": "assistant", "content": "Hi! How can I help?"},
+    ],
     "system, multi-turn": [
         {"role": "system", "content": "You are terse."},
         {"role": "user", "content": "What is 2+2?"},
@@ -241,7 +244,10 @@ def test_cli(tmp_path):
     chat.write_text(json.dumps(CONVERSATIONS["system, multi-turn"]), encoding="utf-8")
     rendered = _cli("--family", "qwen2_5", "--messages", str(chat), "--add-generation-prompt")
     assert rendered.returncode == 0
-    assert rendered.stdout == render_family("qwen2_5", CONVERSATIONS["system, multi-turn"], add_generation_prompt=True).text
+    assert (
+        rendered.stdout
+        == render_family("qwen2_5", CONVERSATIONS["system, multi-turn"], add_generation_prompt=True).text
+    )
 
     template = tmp_path / "t.jinja"
     template.write_text("{{ bos_token }}{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}")

@@ -15,15 +15,16 @@ MESSAGES = [
 ]
 
 
-def _inspect(client, messages, source="Official family", family="gemma3", model_id="", template="", add=False, cont=False):
-    return client.predict(
-        json.dumps(messages), source, family, model_id, template, add, cont, api_name="/inspect"
-    )
+def _inspect(
+    client, messages, source="Official family", family="gemma3", model_id="", template="", add=False, cont=False
+):
+    return client.predict(json.dumps(messages), source, family, model_id, template, add, cont, api_name="/inspect")
 
 
 def test_api_lists_the_documented_endpoints(client):
     endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    assert {"/inspect", "/compare"} <= set(endpoints)
+    # The comparison has a name of its own: in the collection the comparer's `/compare` sits beside it.
+    assert {"/inspect", "/compare_families"} <= set(endpoints) and "/compare" not in endpoints
     # Page plumbing stays callable by the page but is neither documented nor offered as an MCP tool.
     assert not {"/add_message", "/show_source"} & set(endpoints)
 
@@ -51,7 +52,9 @@ def test_template_refusal_is_a_warning_not_a_crash(client):
 
 
 def test_custom_template_renders_and_attacks_are_refused(client):
-    exact = _inspect(client, MESSAGES, source="Custom template", template="{% for m in messages %}{{ m.content }}|{% endfor %}")[4]
+    exact = _inspect(
+        client, MESSAGES, source="Custom template", template="{% for m in messages %}{{ m.content }}|{% endfor %}"
+    )[4]
     assert exact == "You are a concise assistant.|What is the capital of France?|Paris.|"
     _, warnings, text_view, tokens_view, exact = _inspect(
         client, MESSAGES, source="Custom template", template="{{ ''.__class__.__mro__ }}"
@@ -69,10 +72,10 @@ def test_bad_input_and_offline_hub_give_clear_errors(client):
 
 
 def test_compare_and_add_message(client):
-    table = client.predict(json.dumps(MESSAGES), ["gemma3", "qwen2_5", "phi3"], True, api_name="/compare")
+    table = client.predict(json.dumps(MESSAGES), ["gemma3", "qwen2_5", "phi3"], True, api_name="/compare_families")
     for family in ["gemma3", "qwen2_5", "phi3"]:
         assert f"<b>{family}</b>" in table
     with pytest.raises(Exception, match="2 to 4"):
-        client.predict(json.dumps(MESSAGES), ["gemma3"], True, api_name="/compare")
+        client.predict(json.dumps(MESSAGES), ["gemma3"], True, api_name="/compare_families")
     added = json.loads(client.predict(json.dumps(MESSAGES), api_name="/add_message"))
     assert added[:-1] == MESSAGES and added[-1] == {"role": "user", "content": ""}

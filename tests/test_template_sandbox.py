@@ -25,7 +25,10 @@ ATTACKS = {
     "giant power": ("{{ 2 ** (2 ** 40) }}", "too large"),
     "giant padding": ("{{ 'a' | center(10 ** 9) }}", "memory"),
     "many small writes": ("{% for i in range(100000) %}{{ 'xxxxxxxxxx' }}{% endfor %}", "output cap"),
-    "endless loop": ("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", "did not finish"),
+    "endless loop": (
+        "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+        "did not finish",
+    ),
     "syntax error": ("{% for %}", "syntax error on line 1"),
 }
 
@@ -68,7 +71,7 @@ def test_sandboxed_rendering_equals_in_process_rendering():
     text, spans = render_template(template, MESSAGES, variables={"bos_token": "<bos>"})
     assert (child["text"], [tuple(span) for span in child["spans"]]) == (text, spans)
     assert text == render_family("gemma3", MESSAGES).text
-    assert text[spans[0][0]:spans[0][1]] == "Hello!<end_of_turn>\n"
+    assert text[spans[0][0] : spans[0][1]] == "Hello!<end_of_turn>\n"
 
 
 def test_the_template_sees_only_what_it_is_given():

@@ -10,12 +10,15 @@ inference starts and which token ends a turn. Pasted and downloaded templates re
 from __future__ import annotations
 
 import json
+import logging
 import threading
 
 import gradio as gr
 
 from shared.apps import mcp_available
 from shared.chat_templates import ROLES, list_families, parse_messages_json
+from shared.compute import serve
+from shared.hub import shown
 from shared.template_inspect import (
     compare_families,
     embedded_tokenizer,
@@ -23,7 +26,7 @@ from shared.template_inspect import (
     inspect_family,
     inspect_hub_model,
 )
-from shared.template_view import (
+from shared.views.inspector import (
     compare_html,
     legend_html,
     summary_markdown,
@@ -32,6 +35,9 @@ from shared.template_view import (
     warnings_markdown,
 )
 
+logger = logging.getLogger(__name__)
+
+TITLE = "Chat templates"
 SOURCES = ["Official family", "Hub model", "Custom template"]
 DEFAULT_FAMILY = "gemma3"
 DEFAULT_COMPARE = ["gemma3", "llama3", "qwen2_5", "phi3"]
@@ -65,9 +71,15 @@ def _messages_or_error(messages_json: str) -> list[dict]:
         raise gr.Error(str(exc)) from None
 
 
+def _text(value) -> str:
+    """A text field as sent by a page or a script: None and non-text become ""."""
+    return value if isinstance(value, str) else ""
+
+
 # --------------------------------------------------------------------------------------------
 # Handlers: parse, call shared/, turn ValueError into gr.Error
 # --------------------------------------------------------------------------------------------
+
 
 def inspect(messages_json, source, family, model_id, custom_template, add_generation_prompt, continue_final_message):
     """Render a conversation with a chat template and split it into tokens, with the SFT loss mask.
@@ -86,15 +98,18 @@ def inspect(messages_json, source, family, model_id, custom_template, add_genera
         tokens as HTML, and the exact rendered text.
     """
     messages = _messages_or_error(messages_json)
-    flags = dict(add_generation_prompt=add_generation_prompt, continue_final_message=continue_final_message)
+    flags = dict(add_generation_prompt=bool(add_generation_prompt), continue_final_message=bool(continue_final_message))
     try:
         if source == "Hub model":
-            inspection = inspect_hub_model(model_id or "", messages, **flags)
+            # A Hub repository id only, never a path on this server (validated before any request).
+            inspection = inspect_hub_model(_text(model_id), messages, **flags)
         elif source == "Custom template":
-            inspection = inspect_custom_template(custom_template or "", messages, **flags)
+            inspection = inspect_custom_template(_text(custom_template), messages, **flags)
         else:
-            inspection = inspect_family(family or DEFAULT_FAMILY, messages, **flags)
-    except ValueError as exc:
+            inspection = inspect_family(_text(family) or DEFAULT_FAMILY, messages, **flags)
+    except ValueError as exc:  # TemplateError is a ValueError: one sentence, never a traceback
+        if source == "Hub model":
+            logger.info("Hub model %s refused: %s", shown(_text(model_id)), shown(str(exc)))
         raise gr.Error(str(exc)) from None
     return (
         summary_markdown(inspection),
@@ -106,7 +121,7 @@ def inspect(messages_json, source, family, model_id, custom_template, add_genera
 
 
 def compare(messages_json, families, add_generation_prompt):
-    """Render the same conversation with 2 to 4 template families, side by side.
+    """Render the same conversation with 2 to 4 template families, side by side. API name: /compare_families.
 
     Args:
         messages_json: The conversation as a JSON list of {"role": ..., "content": ...} messages.
@@ -118,7 +133,8 @@ def compare(messages_json, families, add_generation_prompt):
     """
     messages = _messages_or_error(messages_json)
     try:
-        return compare_html(compare_families(families or [], messages, add_generation_prompt=add_generation_prompt))
+        inspections = compare_families(families or [], messages, add_generation_prompt=bool(add_generation_prompt))
+        return compare_html(inspections)
     except ValueError as exc:
         raise gr.Error(str(exc)) from None
 
@@ -127,21 +143,23 @@ def add_message(messages_json):
     messages = _messages_or_error(messages_json)
     # Suggest the turn that would come next in an alternating chat.
     next_role = "assistant" if messages[-1]["role"] == "user" else "user"
-    return _dump(messages + [{"role": next_role, "content": ""}])
+    return _dump(_messages_or_error(_dump(messages + [{"role": next_role, "content": ""}])))
 
 
 def set_field(messages_json, index, key, value):
     messages = _messages_or_error(messages_json)
-    if index < len(messages) and messages[index].get(key) != value:
+    if 0 <= index < len(messages) and messages[index].get(key) != value:
         messages[index][key] = value
-    return _dump(messages)
+    return _dump(_messages_or_error(_dump(messages)))  # the edited conversation must still be within bounds
 
 
 def remove_message(messages_json, index):
     messages = _messages_or_error(messages_json)
     if len(messages) == 1:
         raise gr.Error("A conversation needs at least one message.")
-    return _dump(messages[:index] + messages[index + 1:])
+    if not 0 <= index < len(messages):
+        raise gr.Error(f"There is no message {index + 1}.")
+    return _dump(messages[:index] + messages[index + 1 :])
 
 
 # --------------------------------------------------------------------------------------------
@@ -151,7 +169,7 @@ def remove_message(messages_json, index):
 with gr.Blocks(title="Chat-template inspector") as demo:
     gr.Markdown(
         "# Chat-template inspector\n"
-        "A chat model never sees \"messages\": it sees one string, written by a Jinja **chat template**, with "
+        'A chat model never sees "messages": it sees one string, written by a Jinja **chat template**, with '
         "special tokens marking whose turn it is. Build a conversation, pick a template, and see the exact "
         "text, the tokens with their ids, which tokens supervised fine-tuning trains on (the assistant-only "
         "loss mask), where the model starts writing, and the token that tells the sampler to stop."
@@ -160,8 +178,11 @@ with gr.Blocks(title="Chat-template inspector") as demo:
         with gr.Column(scale=3):
             gr.Markdown("### Conversation")
             messages_json = gr.Code(
-                value=_dump(DEFAULT_MESSAGES), language="json", label="Messages as JSON (rows below follow it)",
-                lines=8, max_lines=20,
+                value=_dump(DEFAULT_MESSAGES),
+                language="json",
+                label="Messages as JSON (rows below follow it)",
+                lines=8,
+                max_lines=20,
             )
 
             @gr.render(inputs=messages_json)
@@ -176,28 +197,42 @@ with gr.Blocks(title="Chat-template inspector") as demo:
                     editable = isinstance(content, str)
                     with gr.Row(key=f"message-row-{index}", equal_height=True):
                         role = gr.Dropdown(
-                            list(dict.fromkeys([*ROLES, message["role"]])), value=message["role"],
-                            show_label=False, scale=1, min_width=110, key=f"role-{index}",
+                            list(dict.fromkeys([*ROLES, message["role"]])),
+                            value=message["role"],
+                            show_label=False,
+                            scale=1,
+                            min_width=110,
+                            key=f"role-{index}",
                         )
                         body = gr.Textbox(
                             value=content if editable else json.dumps(content, ensure_ascii=False),
-                            show_label=False, lines=1, max_lines=6, scale=5, interactive=editable,
+                            show_label=False,
+                            lines=1,
+                            max_lines=6,
+                            scale=5,
+                            interactive=editable,
                             key=f"content-{index}",
                         )
                         remove = gr.Button("✕", scale=0, min_width=40, key=f"remove-{index}")
                     # Row events edit the JSON above, which re-renders the rows: UI plumbing, not an API.
                     role.input(
                         lambda text, value, i=index: set_field(text, i, "role", value),
-                        [messages_json, role], messages_json, api_visibility="private",
+                        [messages_json, role],
+                        messages_json,
+                        api_visibility="private",
                     )
                     if editable:
                         gr.on(
                             [body.blur, body.submit],
                             lambda text, value, i=index: set_field(text, i, "content", value),
-                            [messages_json, body], messages_json, api_visibility="private",
+                            [messages_json, body],
+                            messages_json,
+                            api_visibility="private",
                         )
                     remove.click(
-                        lambda text, i=index: remove_message(text, i), messages_json, messages_json,
+                        lambda text, i=index: remove_message(text, i),
+                        messages_json,
+                        messages_json,
                         api_visibility="private",
                     )
 
@@ -213,16 +248,22 @@ with gr.Blocks(title="Chat-template inspector") as demo:
             gr.Markdown("### Template")
             source = gr.Radio(SOURCES, value=SOURCES[0], show_label=False)
             family = gr.Dropdown(
-                list_families(), value=DEFAULT_FAMILY, label="Official family (TRL's templates)",
+                list_families(),
+                value=DEFAULT_FAMILY,
+                label="Official family (TRL's templates)",
             )
             model_id = gr.Textbox(
-                label="Hub model id", placeholder="Qwen/Qwen2.5-0.5B-Instruct",
+                label="Hub model id",
+                placeholder="Qwen/Qwen2.5-0.5B-Instruct",
                 info="Its tokenizer's own template; never runs repository code; gated models use HF_TOKEN.",
                 visible=False,
             )
             custom_template = gr.Code(
-                value=EXAMPLE_TEMPLATE, language="jinja2", label="Your Jinja template (rendered in a sandbox)",
-                lines=10, visible=False,
+                value=EXAMPLE_TEMPLATE,
+                language="jinja2",
+                label="Your Jinja template (rendered in a sandbox)",
+                lines=10,
+                visible=False,
             )
             inspect_button = gr.Button("Inspect", variant="primary")
 
@@ -248,28 +289,63 @@ with gr.Blocks(title="Chat-template inspector") as demo:
             gr.update(visible=choice == SOURCES[1]),
             gr.update(visible=choice == SOURCES[2]),
         ),
-        source, [family, model_id, custom_template], api_name="show_source", queue=False,
+        source,
+        [family, model_id, custom_template],
+        api_name="show_source",
+        queue=False,
         api_visibility="undocumented",  # page plumbing: not an API or MCP tool
     )
-    add_button.click(add_message, messages_json, messages_json, api_name="add_message",
-                     api_visibility="undocumented")  # page plumbing: not an API or MCP tool
+    add_button.click(
+        add_message, messages_json, messages_json, api_name="add_message", api_visibility="undocumented"
+    )  # page plumbing: not an API or MCP tool
     inspect_inputs = [
-        messages_json, source, family, model_id, custom_template, add_generation_prompt, continue_final_message,
+        messages_json,
+        source,
+        family,
+        model_id,
+        custom_template,
+        add_generation_prompt,
+        continue_final_message,
     ]
     inspect_outputs = [summary, warnings, text_view, tokens_view, exact_text]
     gr.on(
-        [inspect_button.click, demo.load, messages_json.change, family.change, add_generation_prompt.input,
-         continue_final_message.input, model_id.submit],
-        inspect, inspect_inputs, inspect_outputs, api_name="inspect", trigger_mode="always_last",
+        [
+            inspect_button.click,
+            demo.load,
+            messages_json.change,
+            family.change,
+            add_generation_prompt.input,
+            continue_final_message.input,
+            model_id.submit,
+        ],
+        inspect,
+        inspect_inputs,
+        inspect_outputs,
+        api_name="inspect",
+        trigger_mode="always_last",
     )
+    # A name of its own: in the collection, the comparer's `/compare` sits beside it.
     compare_button.click(
-        compare, [messages_json, compare_choice, add_generation_prompt], compare_view, api_name="compare"
+        compare, [messages_json, compare_choice, add_generation_prompt], compare_view, api_name="compare_families"
     )
 
-# Loading the tokenizer takes seconds (torch import, 262k vocabulary): start it now, not on the first click.
-threading.Thread(target=embedded_tokenizer, name="warm-tokenizer", daemon=True).start()
-# Renders are milliseconds; Hub tokenizer downloads take seconds, so let a few run side by side.
+# Renders are quick; Hub tokenizer downloads are slow, so let a few run side by side.
 demo.queue(default_concurrency_limit=4)
 
+_warm_up_lock = threading.Lock()
+_warm_up_thread: threading.Thread | None = None
+
+
+def warm_up() -> None:
+    """Load the embedded tokenizer in the background (a torch import and a 262k vocabulary), so the first
+    inspection does not wait for it. Returns at once; calling it again does nothing."""
+    global _warm_up_thread
+    with _warm_up_lock:
+        if _warm_up_thread is None:
+            _warm_up_thread = threading.Thread(target=embedded_tokenizer, name="warm-tokenizer", daemon=True)
+            _warm_up_thread.start()
+
+
 if __name__ == "__main__":
-    demo.launch(mcp_server=mcp_available())  # also an MCP tool server when gradio[mcp] is installed
+    warm_up()
+    serve(demo, mcp_server=mcp_available())  # also an MCP tool server when gradio[mcp] is installed

@@ -50,7 +50,7 @@ def text_html(inspection: Inspection) -> str:
     for match in CONTROL_TOKEN_RE.finditer(text):
         if match.group() not in tokens:
             continue
-        parts.append(html.escape(text[cursor:match.start()]))
+        parts.append(html.escape(text[cursor : match.start()]))
         parts.append(f'<span style="{_SPECIAL_STYLE}">{html.escape(match.group())}</span>')
         cursor = match.end()
     parts.append(html.escape(text[cursor:]))
@@ -117,7 +117,9 @@ def summary_markdown(inspection: Inspection) -> str:
     if inspection.generation_prompt:
         lines.append(f"- Generation prompt (what `add_generation_prompt` appends): `{inspection.generation_prompt!r}`")
     if inspection.inference_starts_at is not None:
-        lines.append(f"- Inference starts after token #{inspection.inference_starts_at - 1}: the model writes from there.")
+        lines.append(
+            f"- Inference starts after token #{inspection.inference_starts_at - 1}: the model writes from there."
+        )
     if inspection.end_of_turn:
         token_id = inspection.end_of_turn_id
         id_text = f"id {token_id}" if token_id is not None else "id unknown offline"
