@@ -10,7 +10,8 @@ import logging
 
 import gradio as gr
 
-from shared.apps import APP_NAMES, APP_TITLES, load_app
+from shared.apps import APP_NAMES, load_app
+from shared.compute import serve
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -24,14 +25,14 @@ with gr.Blocks(title="Post-Training Spaces") as demo:
         "QLoRA** make fine-tuning fit, then check yourself in the **lesson**."
     )
     with gr.Tabs():
-        for name in APP_NAMES:
-            with gr.Tab(APP_TITLES[name], id=name):
-                APPS[name].demo.render()
+        for name, app in APPS.items():
+            with gr.Tab(app.TITLE, id=name):
+                app.demo.render()
 
 # Each app sets the concurrency of its own heavy events; this bounds everything else.
 demo.queue(default_concurrency_limit=8)
 
 if __name__ == "__main__":
-    APPS["comparer"].warm_presets_in_background()
-    APPS["quiz"].warm_up_in_background()
-    demo.launch()
+    for app in APPS.values():
+        app.warm_up()
+    serve(demo)

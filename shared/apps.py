@@ -1,7 +1,9 @@
-"""Find and import the apps in `spaces/<name>/app.py` by file path.
+"""The collection's apps, and how to import `spaces/<name>/app.py` by file path.
 
-The folder is called `spaces/` like the Hub's, so it must not become a Python package: `import spaces`
-has to keep meaning the ZeroGPU package. The top-level app.py and the tests load apps through here.
+Every app module offers the same surface: `demo` (its `gr.Blocks`), `TITLE` (its tab title) and
+`warm_up()` (starts any background warm-up and returns at once). Adding an app is its folder plus one
+line in `APP_NAMES`. The folder is called `spaces/` like the Hub's, so it must not become a Python
+package: `import spaces` has to keep meaning the ZeroGPU package.
 """
 
 from __future__ import annotations
@@ -14,13 +16,14 @@ from types import ModuleType
 SPACES_DIR = Path(__file__).resolve().parent.parent / "spaces"
 # Tab order in the collection follows the lesson: the completion trap, chat templates, the memory
 # wall and LoRA, then the lesson itself to check understanding.
-APP_TITLES = {
-    "comparer": "Base vs aligned",
-    "chat_template_inspector": "Chat templates",
-    "lora_calculator": "LoRA / QLoRA memory",
-    "quiz": "Lesson & quiz",
-}
-APP_NAMES = list(APP_TITLES)
+APP_NAMES = [
+    "comparer",
+    "chat_template_inspector",
+    "lora_calculator",
+    "quiz",
+]
+# What every app module must define.
+APP_PROTOCOL = ("demo", "TITLE", "warm_up")
 
 
 def mcp_available() -> bool:
@@ -44,4 +47,8 @@ def load_app(name: str) -> ModuleType:
     except BaseException:
         del sys.modules[module_name]
         raise
+    missing = [name for name in APP_PROTOCOL if not hasattr(module, name)]
+    if missing:
+        del sys.modules[module_name]
+        raise ValueError(f"spaces/{name}/app.py does not define {', '.join(missing)}")
     return module

@@ -1,4 +1,5 @@
-"""The model layer: the real embedded GGUF model, and the fallback when the Hub cannot serve a model."""
+"""The loader: the real embedded GGUF model, the fallback when the Hub cannot serve a model, and the rules
+for what a visitor may load (ids, one copy per model, a cache bounded by bytes, untrusted templates)."""
 
 import json
 import os
@@ -11,11 +12,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from shared.generation import Column, GenerationSettings, generate_columns
-from shared.models import EMBEDDED_ID, PRESETS, load_model, load_pair
+from shared.embedded import EMBEDDED_ID
+from shared.loading import load_model, load_pair
+from shared.presets import PRESETS
 
-pytestmark = pytest.mark.slow  # these load the real embedded model (converted once, then cached)
 
 
+@pytest.mark.slow
 def test_embedded_gguf_model_really_runs_and_knows_paris():
     """The lesson's point with a real model: the base knows the fact but keeps on writing."""
     base = load_model(EMBEDDED_ID)
@@ -32,6 +35,7 @@ def test_embedded_gguf_model_really_runs_and_knows_paris():
     assert result.stop_reason == "hit the token limit"  # a base model does not stop by itself
 
 
+@pytest.mark.slow
 def test_offline_preset_falls_back_to_embedded_with_the_reason_and_the_gemma_template():
     base, aligned = load_pair(PRESETS["gemma-3-1b"])
     assert base.served_id == aligned.served_id == EMBEDDED_ID
@@ -71,6 +75,7 @@ class _FakeHub(BaseHTTPRequestHandler):
         pass
 
 
+@pytest.mark.slow
 def test_gated_and_missing_ids_fall_back_with_the_reason(tmp_path):
     """Real huggingface_hub errors from a real HTTP exchange, on loopback only."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeHub)
@@ -78,7 +83,7 @@ def test_gated_and_missing_ids_fall_back_with_the_reason(tmp_path):
     script = textwrap.dedent(
         """
         import json
-        from shared.models import load_model
+        from shared.loading import load_model
         out = {}
         for model_id in ["acme/gated-model", "acme/missing-model"]:
             served = load_model(model_id, aligned=True)
@@ -104,3 +109,110 @@ def test_gated_and_missing_ids_fall_back_with_the_reason(tmp_path):
     assert template == "trl:gemma3"
     served_id, reason, _ = out["acme/missing-model"]
     assert served_id == EMBEDDED_ID and "does not exist on the Hub" in reason
+
+
+# --------------------------------------------------------------------------------------------
+# What a visitor may load, and how often (fast: tiny models saved to a temporary folder)
+# --------------------------------------------------------------------------------------------
+
+LOOPING_TEMPLATE = "{% for i in range(99999) %}{% for j in range(99999) %}{{ '' }}{% endfor %}{% endfor %}"
+
+
+@pytest.fixture
+def tiny_folder(tmp_path, tiny_gemma, gemma_tokenizer):
+    folder = tmp_path / "tiny-gemma"
+    tiny_gemma.save_pretrained(folder)
+    gemma_tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_every_spelling_of_one_folder_loads_one_copy(tiny_folder, monkeypatch):
+    from shared.loading import canonical_model_id, load_base, loaded_models
+
+    monkeypatch.chdir(tiny_folder.parent)
+    spellings = [str(tiny_folder), "tiny-gemma", "./tiny-gemma/", f"{tiny_folder}/../tiny-gemma"]
+    assert {canonical_model_id(s, allow_local=True) for s in spellings} == {str(tiny_folder.resolve())}
+    models = {id(load_base(s, device="cpu")[0]) for s in spellings}
+    assert len(models) == 1
+    assert sum(key[0] == str(tiny_folder.resolve()) for key in loaded_models()) == 1
+
+
+def test_a_public_space_takes_hub_ids_only_and_never_says_whether_a_path_exists(tiny_folder):
+    from shared.loading import canonical_model_id
+
+    answers = set()
+    for path in (str(tiny_folder), "/etc/passwd", "/no/such/folder", "../../etc", "~/.cache"):
+        with pytest.raises(ValueError) as info:
+            canonical_model_id(path, allow_local=False)
+        answers.add(str(info.value).replace(path, "<id>"))
+        assert "not a Hub model id" in str(info.value)
+    assert len(answers) == 1  # the same sentence whether the path exists or not: no existence oracle
+    assert canonical_model_id("Qwen/Qwen2.5-0.5B", allow_local=False) == "Qwen/Qwen2.5-0.5B"
+
+
+def test_a_newline_in_a_model_id_cannot_forge_a_log_line(caplog):
+    from shared.hub import explain_load_failure, shown
+
+    forged = "acme/x\nINFO shared.loading: admin logged in"
+    assert "\n" not in shown(forged) and len(shown("a" * 10_000)) < 100
+    with pytest.raises(ValueError) as info:
+        load_model(forged)
+    assert "\n" not in str(info.value)
+    assert "\n" not in explain_load_failure(forged, RuntimeError("boom"))
+
+
+def test_the_loaded_models_are_bounded_by_bytes(tmp_path, tiny_gemma, gemma_tokenizer, monkeypatch):
+    from shared import loading
+
+    folders = []
+    for name in ("first", "second"):
+        folder = tmp_path / name
+        tiny_gemma.save_pretrained(folder)
+        gemma_tokenizer.save_pretrained(folder)
+        folders.append(str(folder.resolve()))
+    cache = loading._ModelCache(max_bytes=1)  # room for one model only: the newest stays
+    monkeypatch.setattr(loading, "_MODELS", cache)
+    loading.load_base(folders[0], device="cpu")
+    loading.load_base(folders[1], device="cpu")
+    assert [key[0] for key in cache.keys()] == [folders[1]]
+    loading.load_base(folders[0], device="cpu", pin=True)
+    loading.load_base(folders[1], device="cpu")
+    assert {key[0] for key in cache.keys()} == set(folders)  # a pinned model is never dropped
+
+
+def test_a_models_own_chat_template_renders_only_in_the_sandbox_and_a_loop_is_stopped(tiny_folder):
+    """A folder (or Hub repo) ships its own template: it is untrusted, bounded, and fails only its column."""
+    import time
+
+    from shared.generation import Column, GenerationSettings, generate_columns
+    from shared.loading import ServedModel
+
+    (tiny_folder / "chat_template.jinja").write_text(LOOPING_TEMPLATE)
+    started = time.monotonic()
+    served = load_model(str(tiny_folder), aligned=True)
+    assert served.template_source == "tokenizer" and not served.is_fallback
+    assert served.end_of_turn is None  # its template never finished, so no stop token was derived
+    base = ServedModel("tiny", "tiny", served.model, served.tokenizer, None, None, None)
+    results = generate_columns(
+        [Column("Base", base, use_chat_template=False), Column("Aligned", served, use_chat_template=True)],
+        "Hello",
+        GenerationSettings(max_new_tokens=2),
+    )
+    assert time.monotonic() - started < 30  # two sandboxed renders, each stopped after its time limit
+    assert results[0].error is None and results[0].generated_ids
+    assert "did not finish" in results[1].error
+
+
+def test_a_models_own_template_is_rendered_once_per_conversation_shape(tiny_folder, gemma_tokenizer):
+    from shared.chat_templates import official_template
+
+    (tiny_folder / "chat_template.jinja").write_text(official_template("gemma3"))
+    served = load_model(str(tiny_folder), aligned=True)
+    assert served.template_source == "tokenizer" and served.end_of_turn == "<end_of_turn>"
+    for text in ("What is the capital of France?", "Quote: {{ 7*7 }} and {% raw %}", "x" * 500):
+        messages = [{"role": "user", "content": text}]
+        expected = gemma_tokenizer.apply_chat_template(
+            messages, chat_template=official_template("gemma3"), tokenize=False, add_generation_prompt=True
+        )
+        assert served.render_chat(messages) == expected
+    assert len(served._renders) == 2  # the end-of-turn probe's shape, and one user turn
