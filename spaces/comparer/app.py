@@ -57,7 +57,15 @@ GPU_MAX_S = 120
 
 
 def _settings(max_new_tokens, do_sample, temperature, top_p, seed) -> GenerationSettings:
-    return GenerationSettings(int(max_new_tokens), bool(do_sample), float(temperature), float(top_p), int(seed))
+    try:
+        settings = GenerationSettings(
+            int(max_new_tokens), bool(do_sample), float(temperature), float(top_p), int(seed)
+        )
+    except (TypeError, ValueError, OverflowError):  # None, "abc", nan, inf from the API
+        raise ValueError("The decoding settings must be finite numbers (max new tokens and seed whole).") from None
+    if not 0 <= settings.seed < 2**32:
+        raise ValueError("The seed must be between 0 and 4294967295.")
+    return settings.validated()
 
 
 def _render(columns, results, final: bool):
@@ -107,7 +115,7 @@ def compare(prompt, base_id, aligned_id, max_new_tokens, do_sample, temperature,
     results and records them for the next visitor.
     """
     try:
-        settings = _settings(max_new_tokens, do_sample, temperature, top_p, seed).validated()
+        settings = _settings(max_new_tokens, do_sample, temperature, top_p, seed)
         columns = make_columns(ModelPair("custom", base_id, aligned_id))
         if not prompt or not prompt.strip():
             raise ValueError("Type a prompt (or pick a preset) first.")
