@@ -2,44 +2,83 @@
 
     python spaces/lora_calculator/app.py
 
-The arithmetic lives in shared/memory.py (also a command line: `python -m shared.memory --help`); this file
-is layout and wiring only.
+The arithmetic lives in shared/memory.py (also a command line: `python -m shared.memory --help`) and the
+page's Markdown and tables in shared/views/calculator.py; this file is layout and wiring only.
+
+A visitor picks a preset, types a Hub id or a "DxD" matrix, or uploads a config.json. A typed text is never
+opened as a path on the server, and no message shows where the server keeps an upload.
 """
 
 from __future__ import annotations
 
+import os
+import threading
+
 import gradio as gr
-import pandas as pd
+from gradio.utils import get_upload_folder, is_in_or_equal
 
 from shared import memory
 from shared.apps import mcp_available
-from shared.memory import GB, GPUS, METHODS, OPTIMIZERS, PRECISIONS, TrainingSetup
+from shared.memory import METHODS, OPTIMIZERS, PRECISIONS, TrainingSetup
+from shared.views.calculator import (
+    METHOD_ORDER,
+    PART_COLORS,
+    chart_table,
+    fits_table,
+    modules_table,
+    notes_markdown,
+    summary_markdown,
+)
 
-METHOD_LABELS = {"full": "Full fine-tuning", "lora": "LoRA", "qlora": "QLoRA"}
-PART_COLORS = {  # one colour per slice of the stacked bars
-    "Weights": "#4C78A8",
-    "Quantization constants": "#9ECAE9",
-    "Gradients": "#F58518",
-    "Optimizer states": "#E45756",
-    "Activations": "#54A24B",
-    "Framework overhead": "#BAB0AC",
-}
+TITLE = "LoRA / QLoRA memory"
+DEFAULT_MODEL = "llama-3.2-1b"
 EXAMPLE_MODELS = memory.preset_names() + ["4096x4096"]
+# The one answer for an upload that cannot be opened, wherever it points: no hint about the server's files.
+UPLOAD_UNREADABLE = "The uploaded config could not be read: upload the config.json again."
 
 
-def calculate(model, config_file, method, precision, optimizer, rank, alpha, targets, batch_size, seq_len,
-              checkpointing, double_quant):
+def _uploaded_architecture(config_file) -> memory.Architecture:
+    """The uploaded config.json, read only from gradio's upload folder and named by its base name."""
+    if not isinstance(config_file, (str, os.PathLike)) or not str(config_file).strip():
+        raise ValueError(UPLOAD_UNREADABLE)
+    try:
+        path = os.path.realpath(config_file)
+        # gradio already only hands over files it received; checking again here keeps a direct call of
+        # `calculate` from reading anything else.
+        readable = is_in_or_equal(path, get_upload_folder()) and os.path.isfile(path)
+    except (OSError, ValueError):  # ValueError: a NUL in the name
+        readable = False
+    if not readable:
+        raise ValueError(UPLOAD_UNREADABLE)
+    return memory.resolve_upload(path, name=os.path.basename(str(config_file)))
+
+
+def calculate(
+    model,
+    config_file,
+    method,
+    precision,
+    optimizer,
+    rank,
+    alpha,
+    targets,
+    batch_size,
+    seq_len,
+    checkpointing,
+    double_quant,
+):
     """Trainable parameters and the training-memory bill of fine-tuning a model with full fine-tuning, LoRA or QLoRA.
 
     Everything the page shows, for one set of inputs (no state is kept between calls).
 
     Args:
-        model: A preset model name (e.g. "llama-3.2-1b", "gemma-3-1b", "qwen2.5-7b") or "4096x4096" for one square layer.
-        config_file: Optional path to a model's config.json; used instead of `model` when given.
+        model: A preset model name (e.g. "llama-3.2-1b", "gemma-3-1b", "qwen2.5-7b"), a Hub model id
+            ("org/name"; only its config.json is read), or "4096x4096" for one square layer.
+        config_file: Optional uploaded config.json of a Llama-style decoder; used instead of `model` when given.
         method: "full", "lora" or "qlora" (the method the summary and per-module table describe).
         precision: Weight and compute precision: "fp32", "bf16" or "bf16-mixed".
         optimizer: "adamw", "adamw-8bit", "paged-adamw", "paged-adamw-8bit" or "sgd".
-        rank: LoRA rank r (trainable parameters per adapted layer: r x (in + out)).
+        rank: LoRA rank r (trainable parameters per adapted layer: r x (in + out)), at most the layer width.
         alpha: LoRA alpha (scaling alpha / r); does not change memory.
         targets: Which linear layers LoRA adapts: "all-linear", "attention", or module names, as a list or
             separated by commas, e.g. ["q_proj", "v_proj"] or "q_proj,v_proj".
@@ -53,24 +92,30 @@ def calculate(model, config_file, method, precision, optimizer, rank, alpha, tar
         methods, which GPUs each fits on, and notes.
     """
     try:
-        source = config_file or model
-        arch = memory.resolve_model(source)
-        setup = TrainingSetup(
-            method=method, precision=precision, optimizer=optimizer, rank=int(rank or 0),
-            alpha=float(alpha) if alpha else None, targets=targets, batch_size=int(batch_size or 0),
-            seq_len=int(seq_len or 0), gradient_checkpointing=bool(checkpointing), double_quant=bool(double_quant),
+        # The cheap checks first: a bad rank or sequence length is refused before any model is built.
+        setup = TrainingSetup.from_form(
+            method=method,
+            precision=precision,
+            optimizer=optimizer,
+            rank=rank,
+            alpha=alpha,
+            targets=targets,
+            batch_size=batch_size,
+            seq_len=seq_len,
+            gradient_checkpointing=checkpointing,
+            double_quant=double_quant,
         )
-        setup.validate()
+        arch = _uploaded_architecture(config_file) if config_file else memory.resolve_model(model)
         estimates = {e.setup.method: e for e in memory.compare_methods(arch, setup)}
     except ValueError as exc:
-        raise gr.Error(str(exc)) from exc
-    chosen = estimates[method]
+        raise gr.Error(" ".join(str(exc).split())) from None
+    chosen = estimates[setup.method]
     return (
-        _summary(chosen),
-        _modules_table(chosen),
-        _chart(estimates),
-        _fits_table(estimates),
-        "\n".join(f"- {n}" for n in chosen.notes + _activation_notes(arch)) or "",
+        summary_markdown(chosen),
+        modules_table(chosen),
+        chart_table(estimates),
+        fits_table(estimates),
+        notes_markdown(chosen, arch),
     )
 
 
@@ -86,58 +131,23 @@ def calculate_as_you_type(*inputs):
         return (f"**Not recalculated:** {exc.message}",) + (gr.skip(),) * 4
 
 
-def _summary(est: memory.MemoryEstimate) -> str:
-    s = est.setup
-    lines = [f"### {est.model}: {METHOD_LABELS[s.method]}"]
-    lines.append(f"**{est.trainable_params:,}** trainable of {est.total_params:,} parameters "
-                 f"(**{est.trainable_percent:.3g} %**, as peft reports it)")
-    if s.method != "full":
-        scale = (s.alpha or 2 * s.rank) / s.rank
-        lines.append(f"Rank {s.rank}, scaling α/r = {scale:g}: each adapted W becomes W + {scale:g}·B·A.")
-    parts = ", ".join(f"{label.lower()} {memory.format_gb(est.bytes[key])}" for key, label in memory.BAR_PARTS
-                      if est.bytes[key])
-    lines.append(f"Memory: **{memory.format_gb(est.bytes['total'])}** = {parts}.")
-    return "\n\n".join(lines)
+_warm_up_lock = threading.Lock()
+_warm_up_thread: threading.Thread | None = None
 
 
-def _modules_table(est: memory.MemoryEstimate) -> pd.DataFrame:
-    rows = [
-        {"module": m.module, "count": m.count, "d_in": m.d_in, "d_out": m.d_out,
-         "r·(d_in + d_out)": m.params_each, "trainable": m.params}
-        for m in est.modules
-    ]
-    return pd.DataFrame(rows, columns=["module", "count", "d_in", "d_out", "r·(d_in + d_out)", "trainable"])
+def warm_up() -> None:
+    """Import transformers and build the default preset in the background, so the page's first result does
+    not wait for them. Returns at once; calling it again does nothing."""
+    global _warm_up_thread
+    with _warm_up_lock:
+        if _warm_up_thread is None:
+            _warm_up_thread = threading.Thread(
+                target=memory.resolve_model, args=(DEFAULT_MODEL,), name="warm-calculator", daemon=True
+            )
+            _warm_up_thread.start()
 
 
-def _chart(estimates: dict[str, memory.MemoryEstimate]) -> pd.DataFrame:
-    rows = [
-        {"method": METHOD_LABELS[method], "part": label, "GB": round(est.bytes[key] / GB, 3)}
-        for method, est in estimates.items()
-        for key, label in memory.BAR_PARTS
-    ]
-    return pd.DataFrame(rows)
-
-
-def _fits_table(estimates: dict[str, memory.MemoryEstimate]) -> pd.DataFrame:
-    table = {"GPU": [f"{gpu} — {capacity / GB:.1f} GB usable" for gpu, capacity in GPUS.items()]}
-    for method, est in estimates.items():
-        fits = est.fits()
-        table[f"{METHOD_LABELS[method]} ({memory.format_gb(est.bytes['total'])})"] = [
-            "fits" if fits[gpu] else "—" for gpu in GPUS
-        ]
-    return pd.DataFrame(table)
-
-
-def _activation_notes(arch: memory.Architecture) -> list[str]:
-    if arch.text is None:
-        return ["A single matrix has no activations to model: only weights, gradients and optimizer states count."]
-    notes = []
-    if arch.text.family == "llama" and arch.model_type not in ("llama", "mistral", "qwen2"):
-        notes.append(f"Activations use the Llama layer layout for `{arch.model_type}` (not measured for it).")
-    return notes
-
-
-with gr.Blocks(title="LoRA / QLoRA calculator") as demo:
+with gr.Blocks(title=TITLE) as demo:
     gr.Markdown(
         "# LoRA / QLoRA calculator\n"
         "Pick a real model and see what fine-tuning it costs: how many parameters LoRA actually trains "
@@ -147,48 +157,99 @@ with gr.Blocks(title="LoRA / QLoRA calculator") as demo:
     with gr.Row():
         with gr.Column(scale=2):
             model = gr.Dropdown(
-                EXAMPLE_MODELS, value="llama-3.2-1b", allow_custom_value=True,
+                EXAMPLE_MODELS,
+                value=DEFAULT_MODEL,
+                allow_custom_value=True,
                 label="Model: a preset, any Hub id (org/name, config only), or a matrix like 4096x4096",
             )
-            config_file = gr.File(label="…or upload a config.json (used instead when given)", file_types=[".json"],
-                                  type="filepath")
+            config_file = gr.File(
+                label="…or upload a config.json (used instead when given)", file_types=[".json"], type="filepath"
+            )
             method = gr.Radio(list(METHODS), value="lora", label="Method")
             with gr.Row():
-                precision = gr.Radio(list(PRECISIONS), value="bf16", label="Precision",
-                                     info="bf16: bf16 weights and grads, fp32 AdamW moments. bf16-mixed: AMP, fp32 master weights.")
+                precision = gr.Radio(
+                    list(PRECISIONS),
+                    value="bf16",
+                    label="Precision",
+                    info="bf16: bf16 weights and grads, fp32 AdamW moments. bf16-mixed: AMP, fp32 master weights.",
+                )
                 optimizer = gr.Dropdown(list(OPTIMIZERS), value="adamw", label="Optimizer")
             with gr.Row():
-                batch_size = gr.Number(value=1, precision=0, minimum=1, label="Batch size")
-                seq_len = gr.Number(value=1024, precision=0, minimum=1, label="Sequence length (tokens)")
+                batch_size = gr.Number(value=1, precision=0, minimum=1, maximum=memory.MAX_BATCH, label="Batch size")
+                seq_len = gr.Number(
+                    value=1024, precision=0, minimum=1, maximum=memory.MAX_SEQ_LEN, label="Sequence length (tokens)"
+                )
                 checkpointing = gr.Checkbox(value=False, label="Gradient checkpointing")
         with gr.Column(scale=1):
-            rank = gr.Number(value=16, precision=0, minimum=1, label="LoRA rank r")
+            rank = gr.Number(value=16, precision=0, minimum=1, maximum=memory.MAX_WIDTH, label="LoRA rank r")
             alpha = gr.Number(value=32, label="LoRA alpha (scaling α/r; no effect on memory)")
-            targets = gr.Dropdown(["all-linear", "attention"], value="all-linear", allow_custom_value=True,
-                                  label="Target modules: all-linear, attention, or a list like q_proj,v_proj")
+            targets = gr.Dropdown(
+                ["all-linear", "attention"],
+                value="all-linear",
+                allow_custom_value=True,
+                label="Target modules: all-linear, attention, or a list like q_proj,v_proj",
+            )
             double_quant = gr.Checkbox(value=True, label="QLoRA double quantization (8-bit absmax constants)")
             button = gr.Button("Calculate", variant="primary")
     summary = gr.Markdown()
     chart = gr.BarPlot(
-        x="method", y="GB", color="part", color_map=PART_COLORS, sort=[METHOD_LABELS[m] for m in METHODS],
-        title="Memory for one training step: full vs LoRA vs QLoRA", y_title="GB", x_title="",
-        y_aggregate="sum", height=380,
+        x="method",
+        y="GB",
+        color="part",
+        color_map=PART_COLORS,
+        sort=METHOD_ORDER,
+        title="Memory for one training step: full vs LoRA vs QLoRA",
+        y_title="GB",
+        x_title="",
+        y_aggregate="sum",
+        height=380,
     )
     modules = gr.Dataframe(label="Trainable parameters per module kind", interactive=False)
     fits = gr.Dataframe(label="Which GPUs it fits on", interactive=False)
     notes = gr.Markdown()
 
-    inputs = [model, config_file, method, precision, optimizer, rank, alpha, targets, batch_size, seq_len,
-              checkpointing, double_quant]
+    inputs = [
+        model,
+        config_file,
+        method,
+        precision,
+        optimizer,
+        rank,
+        alpha,
+        targets,
+        batch_size,
+        seq_len,
+        checkpointing,
+        double_quant,
+    ]
     outputs = [summary, modules, chart, fits, notes]
     gr.on([button.click, demo.load], calculate, inputs, outputs, api_name="calculate")
     # Every control that changes the bill recalculates at once (alpha does not change memory). Only the newest
     # change runs, so holding a spin button down does not queue a calculation per step.
-    live = [model, config_file, method, precision, optimizer, rank, targets, batch_size, seq_len, checkpointing,
-            double_quant]
-    gr.on([c.change for c in live], calculate_as_you_type, inputs, outputs, api_name=False,
-          trigger_mode="always_last", show_progress="minimal")
+    live = [
+        model,
+        config_file,
+        method,
+        precision,
+        optimizer,
+        rank,
+        targets,
+        batch_size,
+        seq_len,
+        checkpointing,
+        double_quant,
+    ]
+    gr.on(
+        [c.change for c in live],
+        calculate_as_you_type,
+        inputs,
+        outputs,
+        api_name=False,
+        trigger_mode="always_last",
+        show_progress="minimal",
+    )
 
 
 if __name__ == "__main__":
+    warm_up()
     demo.launch(mcp_server=mcp_available())  # also an MCP tool server when gradio[mcp] is installed
