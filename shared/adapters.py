@@ -61,7 +61,8 @@ def adapter_fits(model, adapter_dir: str | Path) -> bool:
 
 
 def attach_adapters(model, adapters: dict[str, str]):
-    """`model` wrapped by peft with each adapter loaded under its name (in place; eval mode).
+    """`model` wrapped by peft with each adapter loaded under its name (in place; eval mode). Attach
+    adapters before moving the model to its device: the adapter weights are read onto the CPU.
 
     Raises ValueError when an adapter does not fit the model's shapes.
     """
@@ -71,8 +72,10 @@ def attach_adapters(model, adapters: dict[str, str]):
     for name, path in adapters.items():
         if not adapter_fits(model if wrapped is None else wrapped.base_model.model, path):
             raise ValueError(f"The adapter {name!r} does not fit this model's layer shapes.")
+        # Read onto the CPU whatever the model's device: peft would otherwise pick the accelerator it
+        # infers, which under ZeroGPU's emulation is a "cuda" that cannot hold pinned file reads.
         if wrapped is None:
-            wrapped = PeftModel.from_pretrained(model, str(path), adapter_name=name)
+            wrapped = PeftModel.from_pretrained(model, str(path), adapter_name=name, torch_device="cpu")
         else:
-            wrapped.load_adapter(str(path), adapter_name=name)
+            wrapped.load_adapter(str(path), adapter_name=name, torch_device="cpu")
     return (wrapped if wrapped is not None else model).eval()

@@ -155,10 +155,10 @@ def _load_now(source: str, device: str, dtype, local_only: bool, adapters: tuple
     kwargs = dict(trust_remote_code=False, local_files_only=local_only)
     tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
     model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
-    model.to(device).eval()
-    contiguous_head_input(model)
     if adapters:
         model = attach_adapters(model, dict(adapters))
+    model.to(device).eval()
+    contiguous_head_input(model)
     torch.set_grad_enabled(True)  # grad mode is thread-local; leave the loading thread as found
     # Batched generation pads on the left so every row's next token sits at the same position.
     tokenizer.padding_side = "left"
