@@ -51,8 +51,8 @@ logger = logging.getLogger(__name__)
 # Templates TRL ships run from 389 to 19,572 characters (diffusion_gemma_training.jinja is the largest;
 # gptoss and the Gemma 4 ones are 16-19k); the real templates of the families we know are a few kB. Ten
 # times the largest official one leaves room for any honest template, while a pasted 3 MB or 50 MB one is
-# refused by a length test before jinja sees it (jinja parses and compiles ~0.15 MB/s of dense tags, so
-# the cap also keeps a worst-case compile in the child inside its time limit).
+# refused by a length test before jinja sees it. Compiling costs time in proportion to the template's
+# tags, so the cap also keeps the worst case near the child's time limit rather than far past it.
 MAX_TEMPLATE_CHARS = 200_000
 # `{% generation %}` blocks recorded in one rendering. A conversation holds at most 64 messages and a
 # template marks each assistant reply once (a few times with reasoning and tool calls), so 1,000 is far
