@@ -1,6 +1,7 @@
 """Estimate vs measured: the memory calculator checked against real PyTorch on tiny real models (CPU).
 
     python benchmarks/bench_memory.py
+    python benchmarks/bench_memory.py --limits   # seconds for the largest configs the calculator accepts
 
 Activations are measured as the bytes autograd saves for backward (`torch.autograd.graph.saved_tensors_hooks`,
 deduplicated by storage, parameters excluded), at the peak of a step:
@@ -31,14 +32,23 @@ VOCAB = 1000  # small enough that the decoder layers, not the logits, dominate w
 # Tiny real models
 # --------------------------------------------------------------------------------------------
 
+
 def tiny_model(family: str, *, tie: bool = True, layers: int = 3, seed: int = 0):
     """A tiny random Llama or Gemma 3 (GQA: 4 query heads, 2 kv heads) built on CPU."""
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    common = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=160, num_hidden_layers=layers,
-                  num_attention_heads=4, num_key_value_heads=2, head_dim=16, tie_word_embeddings=tie,
-                  max_position_embeddings=1024)
+    common = dict(
+        vocab_size=VOCAB,
+        hidden_size=64,
+        intermediate_size=160,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        tie_word_embeddings=tie,
+        max_position_embeddings=1024,
+    )
     if family == "gemma3":
         # Sliding-window and global layers as in the real Gemma 3, with a window short enough to matter.
         types = ["sliding_attention"] * (layers - 1) + ["full_attention"]
@@ -59,8 +69,12 @@ def prepare(model, setup: TrainingSetup):
         from shared.memory import parse_targets
 
         targets = parse_targets(setup.targets)
-        model = get_peft_model(model, LoraConfig(r=setup.rank, lora_alpha=setup.alpha or 2 * setup.rank,
-                                                 target_modules=targets, lora_dropout=0.0))
+        model = get_peft_model(
+            model,
+            LoraConfig(
+                r=setup.rank, lora_alpha=setup.alpha or 2 * setup.rank, target_modules=targets, lora_dropout=0.0
+            ),
+        )
     if setup.gradient_checkpointing:
         model.activation_checkpointing_enable()  # transformers 5 name; non-reentrant by default
     return model.train()
@@ -91,6 +105,7 @@ def _tensors_in(obj):
 # Measurements
 # --------------------------------------------------------------------------------------------
 
+
 def _saved_during_forward(model, input_ids):
     """Saved tensors by phase: before the layers, per layer, after; and each layer's inputs."""
     params = {_storage(p)[0] for p in model.parameters()}
@@ -113,11 +128,13 @@ def _saved_during_forward(model, input_ids):
             for t in _tensors_in((args, kwargs)):
                 ptr, nbytes = _storage(t)
                 layer_inputs[index].setdefault(ptr, nbytes)
+
         return hook
 
     def leave(index):
         def hook(module, args, kwargs, output):
             phase["now"] = "post" if index == len(layers) - 1 else "between"
+
         return hook
 
     saved["between"] = {}
@@ -154,7 +171,9 @@ def measure_activation_bytes(model, input_ids, gradient_checkpointing: bool, ref
         kept.update(inputs)
     head = {p: n for p, n in saved["post"].items() if p not in kept}
     _, _, ref_layers, ref_inputs = _saved_during_forward(reference_model, input_ids)
-    recompute = max(sum(n for p, n in layer.items() if p not in inputs) for layer, inputs in zip(ref_layers, ref_inputs))
+    recompute = max(
+        sum(n for p, n in layer.items() if p not in inputs) for layer, inputs in zip(ref_layers, ref_inputs)
+    )
     return sum(kept.values()) + max(sum(head.values()), recompute)
 
 
@@ -212,14 +231,19 @@ def quantized_tiny_model(family: str, double_quant: bool, tmp_dir: Path, tie: bo
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
     tiny_model(family, tie=tie).save_pretrained(tmp_dir)
-    config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=double_quant,
-                                bnb_4bit_compute_dtype=torch.bfloat16)
+    config = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=double_quant,
+        bnb_4bit_compute_dtype=torch.bfloat16,
+    )
     return AutoModelForCausalLM.from_pretrained(tmp_dir, dtype=torch.bfloat16, quantization_config=config)
 
 
 # --------------------------------------------------------------------------------------------
 # The table
 # --------------------------------------------------------------------------------------------
+
 
 def training_model(family: str, setup: TrainingSetup, tmp_dir: Path):
     """The tiny model as the setup trains it (QLoRA: reloaded in 4-bit first)."""
@@ -245,7 +269,12 @@ def activation_case(family: str, setup: TrainingSetup) -> tuple[int, int]:
 
 
 ACTIVATION_CASES = [
-    (family, TrainingSetup(method=method, precision=precision, batch_size=b, seq_len=seq, gradient_checkpointing=ckpt, rank=8))
+    (
+        family,
+        TrainingSetup(
+            method=method, precision=precision, batch_size=b, seq_len=seq, gradient_checkpointing=ckpt, rank=8
+        ),
+    )
     for family in ("llama", "gemma3")
     for method, precision in (("full", "fp32"), ("full", "bf16"), ("lora", "fp32"), ("lora", "bf16"), ("qlora", "bf16"))
     for b, seq in ((1, 64), (2, 128), (1, 256))
@@ -253,15 +282,61 @@ ACTIVATION_CASES = [
 ]
 
 
+def limits() -> None:
+    """Seconds to answer the most expensive inputs the bounds admit, and to refuse ones past them."""
+    import json
+    import time
+
+    from shared import memory
+
+    def timed(label: str, fn) -> None:
+        memory._architecture_cached.cache_clear()  # cold: every build counted
+        started = time.perf_counter()
+        try:
+            fn()
+            outcome = "answered"
+        except ValueError as exc:
+            outcome = f"refused ({str(exc)[:60]}…)"
+        print(f"| {label} | {time.perf_counter() - started:.2f} s | {outcome} |")
+
+    llama = json.loads((memory.CONFIG_DIR / "llama-3.2-1b.json").read_text())
+    gemma = json.loads((memory.CONFIG_DIR / "gemma-3-4b.json").read_text())
+    text_layers = memory.MAX_LAYERS - gemma["vision_config"]["num_hidden_layers"]
+    gemma_deep = {**gemma, "text_config": {**gemma["text_config"], "num_hidden_layers": text_layers}}
+    gemma_deep["text_config"].pop("layer_types", None)
+    setup = memory.TrainingSetup(method="qlora", seq_len=memory.MAX_SEQ_LEN // 16, batch_size=16)
+
+    def estimate(config: dict, label: str):
+        return memory.compare_methods(memory.architecture_from_config(memory.config_from_dict(config, label)), setup)
+
+    memory.resolve_model("smollm2-135m")  # imports first: they are a one-off per process
+    print("| input | time | outcome |")
+    print("|---|---:|---|")
+    timed(
+        f"Llama, {memory.MAX_LAYERS} layers (the bound)",
+        lambda: estimate({**llama, "num_hidden_layers": memory.MAX_LAYERS}, "deep"),
+    )
+    timed(f"Gemma 3 4B, {text_layers} text + 27 vision layers", lambda: estimate(gemma_deep, "deep gemma"))
+    timed("Llama 3.1 70B preset", lambda: memory.compare_methods(memory.resolve_model("llama-3.1-70b"), setup))
+    timed("10^6 layers", lambda: memory.config_from_dict({**llama, "num_hidden_layers": 10**6}, "x"))
+    timed("JSON nested 500,000 deep", lambda: memory.parse_config_json(b"[" * 500_000 + b"]" * 500_000, "x"))
+    timed("a 1 MiB config", lambda: memory.parse_config_json(b" " * (memory.MAX_CONFIG_BYTES + 1), "x"))
+
+
 def main() -> None:
+    if "--limits" in sys.argv[1:]:
+        limits()
+        return
     torch.set_num_threads(1)
     print("| model | method | precision | batch × seq | ckpt | estimated | measured | error |")
     print("|---|---|---|---|---|---:|---:|---:|")
     for family, setup in ACTIVATION_CASES:
         est, meas = activation_case(family, setup)
-        print(f"| tiny {family} | {setup.method} | {setup.precision} | {setup.batch_size} × {setup.seq_len} | "
-              f"{'yes' if setup.gradient_checkpointing else 'no'} | {est / 1e6:.3f} MB | {meas / 1e6:.3f} MB | "
-              f"{100 * (est - meas) / meas:+.1f} % |")
+        print(
+            f"| tiny {family} | {setup.method} | {setup.precision} | {setup.batch_size} × {setup.seq_len} | "
+            f"{'yes' if setup.gradient_checkpointing else 'no'} | {est / 1e6:.3f} MB | {meas / 1e6:.3f} MB | "
+            f"{100 * (est - meas) / meas:+.1f} % |"
+        )
 
 
 if __name__ == "__main__":

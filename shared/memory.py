@@ -23,6 +23,7 @@ the Llama-style decoder families listed in SUPPORTED_MODEL_TYPES are built at al
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import logging
@@ -30,6 +31,7 @@ import math
 import re
 import stat
 import sys
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -283,7 +285,7 @@ def _finite_float(text: str) -> float:
 def parse_config_json(raw: bytes, label: str) -> dict:
     """Bytes of a config.json → dict, refusing oversized, deeply nested or non-finite input first."""
     if len(raw) > MAX_CONFIG_BYTES:
-        raise ValueError(f"{label} is larger than {MAX_CONFIG_BYTES // 2**10:,} KiB; a real config.json is a few KB.")
+        raise ValueError(f"{label} is larger than {MAX_CONFIG_BYTES // 2**20} MiB; a real config.json is a few KB.")
     try:
         text = raw.decode("utf-8")
         # NaN, Infinity and 1e999 are refused while parsing; integers past 4,300 digits raise ValueError.
@@ -1176,8 +1178,32 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+@contextlib.contextmanager
+def _quiet_libraries():
+    """Library warnings off while the command runs: its stderr is the one error line, or nothing.
+
+    transformers warns about odd config values (unknown rope keys, token ids past the vocabulary) through its
+    own logger; those values are either refused by the checks here or harmless to the arithmetic.
+    """
+    from transformers.utils import logging as transformers_logging
+
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+
+
 def main(argv: list[str] | None = None) -> int:
     """The command line: exit 0 with the answer on stdout, or exit 2 with one line on stderr."""
+    with _quiet_libraries():
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     try:
         args = _parser().parse_args(argv)
         setup = TrainingSetup(

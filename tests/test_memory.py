@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -217,12 +218,23 @@ def test_cli_bad_config_file(tmp_path, capsys):
     assert "model_type" in capsys.readouterr().err
 
 
-def test_cli_as_module():
+@pytest.mark.parametrize("warns", [False, pytest.param(True, marks=pytest.mark.slow)])  # a torch import
+def test_cli_as_module(tmp_path, warns):
+    """As a process: exactly one stderr line, even when transformers would warn about the config."""
+    model = "nope"
+    if warns:  # an unknown rope key and a pad id past the vocabulary: transformers logs a warning for each
+        config = json.loads((memory.CONFIG_DIR / "smollm2-135m.json").read_text())
+        config.update(rope_scaling={"rope_type": "default", "extra": 1}, pad_token_id=10**6)
+        model = str(tmp_path / "config.json")
+        Path(model).write_text(json.dumps(config))
     out = subprocess.run(
-        [sys.executable, "-m", "shared.memory", "--model", "nope"], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "shared.memory", "--model", model], capture_output=True, text=True, timeout=120
     )
     assert out.returncode == 2
-    assert out.stderr.strip().splitlines()[-1].startswith("error: Unknown preset")
+    (line,) = out.stderr.splitlines()
+    assert line.startswith("error: Unknown preset" if not warns else "error: ") and not out.stdout
+    if warns:
+        assert "could not be built" in line
 
 
 # --------------------------------------------------------------------------------------------

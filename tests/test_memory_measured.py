@@ -34,11 +34,17 @@ STATE_CASES = [
     ("llama", False, TrainingSetup(method="full", precision="fp32", optimizer="sgd")),
     ("gemma3", True, TrainingSetup(method="full", precision="fp32", optimizer="adamw-8bit")),
     ("llama", True, TrainingSetup(method="lora", precision="bf16", optimizer="adamw", rank=8)),
-    ("gemma3", False, TrainingSetup(method="lora", precision="fp32", optimizer="paged-adamw", rank=4,
-                                    targets="q_proj,v_proj")),
+    (
+        "gemma3",
+        False,
+        TrainingSetup(method="lora", precision="fp32", optimizer="paged-adamw", rank=4, targets="q_proj,v_proj"),
+    ),
     ("llama", True, TrainingSetup(method="qlora", precision="bf16", optimizer="adamw", rank=8)),
-    ("gemma3", False, TrainingSetup(method="qlora", precision="bf16", optimizer="paged-adamw-8bit", rank=64,
-                                    double_quant=False)),
+    (
+        "gemma3",
+        False,
+        TrainingSetup(method="qlora", precision="bf16", optimizer="paged-adamw-8bit", rank=64, double_quant=False),
+    ),
 ]
 
 
@@ -67,7 +73,12 @@ def test_lora_training_changes_adapters_only():
 
 
 ACTIVATION_CASES = [
-    (family, TrainingSetup(method=method, precision=precision, batch_size=b, seq_len=seq, gradient_checkpointing=ckpt, rank=8))
+    (
+        family,
+        TrainingSetup(
+            method=method, precision=precision, batch_size=b, seq_len=seq, gradient_checkpointing=ckpt, rank=8
+        ),
+    )
     for family in ("llama", "gemma3")
     for method, precision in (("full", "fp32"), ("full", "bf16"), ("lora", "bf16"), ("qlora", "bf16"))
     for b, seq in ((2, 48), (1, 192))  # below and above the tiny Gemma's 32-token sliding window
@@ -78,8 +89,10 @@ ACTIVATION_CASES = [
 @pytest.mark.parametrize(
     "family, setup",
     ACTIVATION_CASES,
-    ids=[f"{f}-{s.method}-{s.precision}-{s.batch_size}x{s.seq_len}{'-ckpt' if s.gradient_checkpointing else ''}"
-         for f, s in ACTIVATION_CASES],
+    ids=[
+        f"{f}-{s.method}-{s.precision}-{s.batch_size}x{s.seq_len}{'-ckpt' if s.gradient_checkpointing else ''}"
+        for f, s in ACTIVATION_CASES
+    ],
 )
 def test_activations_within_15_percent(family, setup):
     estimated, measured = bench.activation_case(family, setup)
