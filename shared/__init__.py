@@ -1,5 +1,5 @@
-"""Common code for every Post-Training Spaces app: models, chat templates, memory math, grading.
+"""Common code for every Post-Training Spaces app: loading and generation, chat templates, memory math, grading.
 
-Everything here is plain Python (no gradio imports outside `shared.ui`) so the apps, the command
-lines, `train/` and the tests all call the same functions.
+Everything here is plain Python (no gradio imports), so the apps, the command lines, `train/` and the tests
+all call the same functions; `shared/views/` builds what each app shows. See docs/ARCHITECTURE.md.
 """

@@ -21,6 +21,7 @@ APP_NAMES = [
     "chat_template_inspector",
     "lora_calculator",
     "quiz",
+    "logprob_lens",
 ]
 # What every app module must define.
 APP_PROTOCOL = ("demo", "TITLE", "warm_up")
