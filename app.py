@@ -22,7 +22,8 @@ with gr.Blocks(title="Post-Training Spaces") as demo:
         "# Post-Training Spaces\n"
         "How a pretrained *base* model becomes an assistant — shown with real models that run on this "
         "machine. Start with **Base vs aligned**, look inside the **chat templates**, see why **LoRA and "
-        "QLoRA** make fine-tuning fit, then check yourself in the **lesson**."
+        "QLoRA** make fine-tuning fit, check yourself in the **lesson**, then watch SFT and DPO move "
+        "log-probabilities token by token in **Log-probs & DPO**."
     )
     with gr.Tabs():
         for name, app in APPS.items():
