@@ -8,7 +8,8 @@ and config.json files with out-of-range, mistyped, missing, deeply nested or non
 Inputs tried per run (Hypothesis, random each run, no example database written): 200 command lines,
 60 config files through the command line, 200 endpoint calls with arbitrary values, 60 uploaded config
 files through the endpoint — 520 in all. Configs that pass the checks are built (meta device), so those two
-tests get the fewest examples. The worst time of each test is printed (`pytest -s`).
+tests get the fewest examples. The worst time of each test is printed (`pytest -s`). At the end, each
+calculator defect issue 13 reported is replayed through the endpoint as a fixed regression test.
 """
 
 from __future__ import annotations
@@ -364,3 +365,55 @@ def test_endpoint_uploads(folders, raw, name):
     )
     with _timed("endpoint uploads"):
         _call_endpoint("endpoint uploads", args, uploads.parent, uploads)
+
+
+# --------------------------------------------------------------------------------------------
+# The defects issue 13 found (items 4 and 5), replayed through the endpoint as a visitor sends them
+# --------------------------------------------------------------------------------------------
+
+LLAMA = json.loads((memory.CONFIG_DIR / "llama-3.2-1b.json").read_text())
+DEFECTS = {
+    "10^6 layers": (json.dumps({**LLAMA, "num_hidden_layers": 10**6}), {}, "num_hidden_layers"),
+    "30k layers in 160 bytes": (
+        '{"model_type":"llama","num_hidden_layers":30000,"hidden_size":64,"intermediate_size":64,'
+        '"num_attention_heads":1,"vocab_size":8}',
+        {},
+        "num_hidden_layers",
+    ),
+    "0 heads": (json.dumps({**LLAMA, "num_attention_heads": 0}), {}, "num_attention_heads"),
+    '"NaN" sizes': (json.dumps({**LLAMA, "hidden_size": "NaN", "vocab_size": "NaN"}), {}, "must be a whole number"),
+    "deeply nested JSON": ('{"model_type": "llama", "x": ' + "[" * 50_000 + "]" * 50_000 + "}", {}, "nested"),
+    "rank 10^12": (json.dumps(LLAMA), {"rank": 10**12}, "rank"),
+    "seq-len 10^9": (json.dumps(LLAMA), {"seq_len": 10**9}, "sequence length"),
+    "nan rank": (json.dumps(LLAMA), {"rank": float("nan")}, "rank"),
+    "inf seq-len": (json.dumps(LLAMA), {"seq_len": float("inf")}, "sequence length"),
+}
+
+
+@pytest.mark.parametrize("defect", DEFECTS)
+def test_issue_13_calculator_defects_are_one_sentence_at_once(folders, defect):
+    _, uploads = folders
+    text, changes, words = DEFECTS[defect]
+    path = uploads / "defects" / "config.json"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(text)
+    args = dict(
+        model="",
+        config_file=str(path),
+        method="lora",
+        precision="bf16",
+        optimizer="adamw",
+        rank=16,
+        alpha=32,
+        targets="all-linear",
+        batch_size=1,
+        seq_len=512,
+        checkpointing=False,
+        double_quant=True,
+    )
+    started = time.monotonic()
+    with pytest.raises(gr.Error) as info:
+        APP.calculate(**{**args, **changes})
+    assert time.monotonic() - started < 1.0  # refused before anything is built
+    message = info.value.message
+    assert words in message and "\n" not in message and str(uploads) not in message, message
