@@ -107,10 +107,20 @@ def end_of_turn_token(tokenizer, chat_template: str) -> str | None:
 
     Derived, not tabulated: render a one-turn conversation and take the first special token that
     follows the assistant's text. Gemma gives `<end_of_turn>`, Llama 3 `<|eot_id|>`, ChatML `<|im_end|>`.
+    Rendered as `apply_chat_template` would (the tokenizer's special tokens are the template's variables):
+    in this process for a template TRL ships, in the bounded sandbox child for any other (a model's own),
+    so a template that loops or explodes ends in one `TemplateError` (a ValueError) instead of a held worker.
     """
     marker = "Sure."
     messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": marker}]
-    text = tokenizer.apply_chat_template(messages, chat_template=chat_template, tokenize=False)
+    variables = {key: value for key, value in tokenizer.special_tokens_map.items() if isinstance(value, str)}
+    if is_shipped_template(chat_template):
+        text, _ = render_template(chat_template, messages, variables=variables)
+    else:
+        [result] = render_untrusted(chat_template, [{"messages": messages}], variables)
+        if "error" in result:
+            raise TemplateError(result["error"])
+        text = result["text"]
     tail = text[text.rfind(marker) + len(marker) :]
     special = set(tokenizer.all_special_tokens) | {
         t.content for t in tokenizer.added_tokens_decoder.values() if t.special
@@ -154,6 +164,12 @@ def training_template(family: str) -> str | None:
         return official_template(family, training=True)
     except ValueError:
         return None
+
+
+def is_shipped_template(template: str) -> bool:
+    """Is this exactly one of the templates TRL ships (inference or training)? Those render in-process;
+    every other template is untrusted."""
+    return isinstance(template, str) and any(template == _read_official(name) for name in _template_names())
 
 
 def official_family_of(template: str) -> str | None:

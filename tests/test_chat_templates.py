@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -17,6 +18,7 @@ from shared.chat_templates import (
     validate_messages,
 )
 from shared.template_inspect import inspect_family
+from shared.template_sandbox import TIME_LIMIT_S, TemplateError
 
 CONVERSATIONS = {
     "single turn": [
@@ -201,6 +203,20 @@ def test_stand_in_tokenizer_is_said_and_control_tokens_stay_whole(family, end_of
 
 def test_end_of_turn_token_still_works_with_a_real_tokenizer(gemma_tokenizer):
     assert end_of_turn_token(gemma_tokenizer, official_template("gemma3")) == "<end_of_turn>"
+    assert end_of_turn_token(gemma_tokenizer, official_template("gemma3", training=True)) == "<end_of_turn>"
+
+
+def test_end_of_turn_token_of_a_models_own_template_is_sandboxed(gemma_tokenizer):
+    # A model's own template (not one TRL ships) renders in the bounded child, never in this process.
+    own = "{% for m in messages %}<start_of_turn>{{ m.role }}\n{{ m.content }}<end_of_turn>\n{% endfor %}"
+    assert end_of_turn_token(gemma_tokenizer, own) == "<end_of_turn>"
+    endless = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
+    started = time.monotonic()
+    with pytest.raises(TemplateError, match="did not finish"):
+        end_of_turn_token(gemma_tokenizer, endless)
+    assert time.monotonic() - started < TIME_LIMIT_S + 3.0
+    with pytest.raises(TemplateError, match="200,000 characters"):
+        end_of_turn_token(gemma_tokenizer, "x" * 3_000_000)
 
 
 def test_warnings_teach():
