@@ -152,11 +152,15 @@ def comparer_child(folder: Path, max_new_tokens: int, repeats: int) -> None:
 
     columns = make_columns(ModelPair("custom", base_id, aligned_id))
 
+    def sync() -> None:  # the child also runs on a CPU, to check this code without a GPU
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+
     def timed(cols) -> float:
-        torch.cuda.synchronize()
+        sync()
         start = time.perf_counter()
         generate_columns(cols, LONG_PROMPT, settings)
-        torch.cuda.synchronize()
+        sync()
         return time.perf_counter() - start
 
     timed(columns)  # warm-up: kernel selection and allocations
