@@ -64,6 +64,17 @@ def test_custom_template_renders_and_attacks_are_refused(client):
         _inspect(client, MESSAGES, source="Custom template", template="{% for %}")
 
 
+def test_hostile_templates_get_one_sentence_over_http(client):
+    # Issue 13, item 3: these reached jinja's parser in the server (a RecursionError traceback, minutes of CPU).
+    nested = "{% if true %}" * 3_000 + "x" + "{% endif %}" * 3_000
+    with pytest.raises(Exception, match="nests its blocks too deeply"):
+        _inspect(client, MESSAGES, source="Custom template", template=nested)
+    with pytest.raises(Exception, match="refused above 200,000 characters"):
+        _inspect(client, MESSAGES, source="Custom template", template="{{ x }}" * 500_000)
+    with pytest.raises(Exception, match="is not a Hub model id"):
+        _inspect(client, MESSAGES, source="Hub model", model_id="/etc/passwd")
+
+
 def test_bad_input_and_offline_hub_give_clear_errors(client):
     with pytest.raises(Exception, match="not valid JSON"):
         client.predict("[{", "Official family", "gemma3", "", "", False, False, api_name="/inspect")
