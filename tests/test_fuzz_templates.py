@@ -6,9 +6,9 @@ limit plus a margin where a template is rendered in the child, two seconds where
 
 Inputs tried per run (Hypothesis, random each run, no example database written): 300 loss masks,
 300 role sweeps, 200 conversations as JSON, 150 conversations as objects, 200 template texts through the
-size check and the lexer, 100 row edits (3 calls each), 40 official-family inspections, 30 family
-comparisons, 25 CLI renders of generated templates, 25 inspections of pasted templates and 40 inspector
-calls with anything in every field — 1,410 in all. The sandboxed
+size check and the lexer, 200 templates lexed and parsed to compare the two, 100 row edits (3 calls each),
+40 official-family inspections, 30 family comparisons, 25 CLI renders of generated templates,
+25 inspections of pasted templates and 40 inspector calls with anything in every field — 1,610 in all. The sandboxed
 paths cost a child process each, so they get the fewest examples. The worst time of each test is printed
 (`pytest -s`).
 """
@@ -31,7 +31,13 @@ from hypothesis import strategies as st
 from shared.apps import load_app
 from shared.chat_templates import ROLES, list_families, main, parse_messages_json, validate_messages
 from shared.template_inspect import embedded_tokenizer, inspect_family, loss_mask, token_roles
-from shared.template_sandbox import TIME_LIMIT_S, TemplateError, check_template_size, has_generation_tag
+from shared.template_sandbox import (
+    TIME_LIMIT_S,
+    TemplateError,
+    check_template_size,
+    has_generation_tag,
+    template_facts,
+)
 
 # A render in the child: its limit, plus starting and killing a child on a busy 2-core machine.
 SANDBOXED_S = TIME_LIMIT_S + 3.0
@@ -254,6 +260,18 @@ def test_size_check_and_lexer_never_raise_anything_else(template):
     with _timed("has_generation_tag", IN_PROCESS_S):
         assert check_template_size(template) == template
         assert has_generation_tag(template) in (True, False)
+
+
+@_settings(200)
+@given(templates)
+def test_the_lexer_check_agrees_with_the_parser(template):
+    # The server's has_generation_tag scans tokens only; jinja's parser (here, in a test) must agree with it
+    # on every template that parses at all.
+    try:
+        facts = template_facts(template)
+    except TemplateError:
+        return
+    assert has_generation_tag(template) == facts.generation_tag
 
 
 @_settings(100)

@@ -84,6 +84,22 @@ def test_size_cap_is_well_above_every_official_template():
         assert check_template_size(path.read_text(encoding="utf-8"))
 
 
+def test_the_servers_generation_check_never_parses_and_agrees_with_the_parser():
+    # has_generation_tag runs in the server on any text, so it only lexes; on every template TRL ships it
+    # says what jinja's parser says, and it tells the tag from the word.
+    for path in TRL_TEMPLATE_DIR.glob("*.jinja"):
+        source = path.read_text(encoding="utf-8")
+        assert has_generation_tag(source) == template_sandbox.template_facts(source).generation_tag, path.name
+    assert has_generation_tag("{%- generation -%}{{ x }}{%- endgeneration -%}")
+    for text in [
+        "generation",
+        "{# {% generation %} #}",
+        "{% raw %}{% generation %}{% endraw %}",
+        "{{ '{% generation %}' }}",
+    ]:
+        assert not has_generation_tag(text), text
+
+
 @pytest.fixture
 def no_parsing_here(monkeypatch):
     """Fail the test if jinja parses, compiles or lexes anything in this (the server's) process."""
