@@ -620,11 +620,12 @@ _MAX_REQUEST_BYTES = 16 * 1024**2
 
 def _in_child(source, jobs, variables, *, facts: bool, time_limit_s: float) -> tuple[list[dict], TemplateFacts | None]:
     check_template_size(source)
-    if not time_limit_s > 0:
+    if not isinstance(time_limit_s, (int, float)) or not time_limit_s > 0:
         raise ValueError(f"time_limit_s must be a positive number of seconds, got {time_limit_s!r}.")
+    jobs = list(jobs)
     try:
         request = json.dumps(
-            {"template": source, "jobs": list(jobs), "variables": dict(variables or {}), "facts": facts}
+            {"template": source, "jobs": jobs, "variables": dict(variables or {}), "facts": facts}
         ).encode("utf-8")
     except (TypeError, ValueError, RecursionError):
         raise TemplateError(
