@@ -450,3 +450,15 @@ def test_cli_refuses_a_sandbox_limit_with_one_line(tmp_path):
 def test_template_error_is_a_value_error():
     # Every caller that catches ValueError (apps, the CLI) also catches the sandbox's refusals.
     assert issubclass(TemplateLimitError, TemplateError) and issubclass(TemplateError, ValueError)
+
+
+def test_a_templates_own_words_cannot_inject_markdown():
+    from shared.views.inspector import summary_markdown, warnings_markdown
+
+    refusing = "{{ raise_exception('see ![pixel](https://tracker.example/p.png) **now**') }}"
+    warnings = warnings_markdown(inspect_custom_template(refusing, MESSAGES))
+    assert "![pixel](" not in warnings and "\\!\\[pixel\\]" in warnings
+    # A generation prompt and a stop token full of backticks stay inside their code spans.
+    ticks = "{% for m in messages %}{{ m.content }}<|``end``|>{% endfor %}{% if add_generation_prompt %}`x`{% endif %}"
+    summary = summary_markdown(inspect_custom_template(ticks, MESSAGES, add_generation_prompt=True))
+    assert "``` <|``end``|> ```" in summary and "`` '`x`' ``" in summary

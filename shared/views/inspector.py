@@ -7,6 +7,7 @@ Trained tokens (the assistant-only loss) get a solid green underline; tokens the
 from __future__ import annotations
 
 import html
+import re
 
 from shared.template_inspect import CONTROL_TOKEN_RE, MAX_TOKENS_SHOWN, Inspection
 
@@ -20,6 +21,21 @@ ROLE_COLOURS = {
 }
 _SPECIAL_STYLE = "background:#1f2937;color:#f9fafb;border-radius:3px;padding:0 2px"
 _FONT = "font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:13px"
+
+
+def markdown_code(text: str) -> str:
+    """Inline code showing `text` verbatim, whatever backticks it holds: CommonMark closes a code span only
+    on a fence as long as the one that opened it, so the fence is one longer than the longest run inside.
+    Text a template wrote (its generation prompt, its stop token) cannot break out into Markdown."""
+    longest = max((len(run) for run in re.findall("`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    return f"{fence} {text} {fence}" if longest else f"`{text}`"
+
+
+def markdown_escape(text: str) -> str:
+    """Text a template wrote (its raise_exception message) as literal text in Markdown: every ASCII
+    punctuation mark backslash-escaped, so a link, an image or emphasis in it stays text."""
+    return re.sub(r"([!-/:-@\[-`{-~])", r"\\\1", text)
 
 
 def _visible(text: str) -> str:
@@ -115,7 +131,8 @@ def summary_markdown(inspection: Inspection) -> str:
     else:
         lines.append(f"- Token ids from {inspection.tokenizer_name}.")
     if inspection.generation_prompt:
-        lines.append(f"- Generation prompt (what `add_generation_prompt` appends): `{inspection.generation_prompt!r}`")
+        prompt = markdown_code(repr(inspection.generation_prompt))
+        lines.append(f"- Generation prompt (what `add_generation_prompt` appends): {prompt}")
     if inspection.inference_starts_at is not None:
         lines.append(
             f"- Inference starts after token #{inspection.inference_starts_at - 1}: the model writes from there."
@@ -123,12 +140,16 @@ def summary_markdown(inspection: Inspection) -> str:
     if inspection.end_of_turn:
         token_id = inspection.end_of_turn_id
         id_text = f"id {token_id}" if token_id is not None else "id unknown offline"
-        lines.append(f"- The sampler stops on `{inspection.end_of_turn}` ({id_text}): the assistant's end of turn.")
+        stop = markdown_code(inspection.end_of_turn)
+        lines.append(f"- The sampler stops on {stop} ({id_text}): the assistant's end of turn.")
     return "\n".join(lines)
 
 
 def warnings_markdown(inspection: Inspection) -> str:
-    return "\n".join(f"- ⚠️ {warning}" for warning in inspection.warnings) or "No warnings."
+    warnings = inspection.warnings
+    if inspection.error:  # the template's own words are quoted in a warning: literal text, not Markdown
+        warnings = [warning.replace(inspection.error, markdown_escape(inspection.error)) for warning in warnings]
+    return "\n".join(f"- ⚠️ {warning}" for warning in warnings) or "No warnings."
 
 
 def compare_html(inspections: list[Inspection]) -> str:
