@@ -79,6 +79,7 @@ MAX_BATCH = 2**16  # sequences per step on one device; real micro-batches are 1 
 MAX_TOKENS = 2**24
 MAX_ALPHA = 2**20  # LoRA alpha; common values are r to 2r, so ≤ 2 × MAX_WIDTH
 MAX_SOURCE_CHARS = 256  # a model field: a preset, "DxD", or a Hub id (at most 96 + 1 + 96 characters)
+MAX_PATH_CHARS = 4096  # on the command line it may be a local path: Linux's PATH_MAX
 MAX_TARGET_CHARS = 2048  # the target-modules field
 MAX_TARGETS = 64  # module names in it (a model has fewer than ten kinds of linear layer)
 _TARGET_RE = re.compile(r"^[A-Za-z0-9_.]{1,128}$")  # a module name or a dotted suffix of one
@@ -229,13 +230,13 @@ def _unknown_model(source: str, local_files: bool) -> ValueError:
     )
 
 
-def _clean_source(source) -> str:
+def _clean_source(source, local_files: bool = False) -> str:
     if source is not None and not isinstance(source, str):
         raise ValueError("The model must be a text: a preset name, a Hub id like org/name, or a matrix like 4096x4096.")
     source = (source or "").strip()
     if not source:
         raise ValueError("Choose a preset, type a Hub id, or upload a config.json.")
-    if len(source) > MAX_SOURCE_CHARS:
+    if len(source) > (MAX_PATH_CHARS if local_files else MAX_SOURCE_CHARS):
         raise ValueError(f"The model name is {len(source):,} characters long; presets and Hub ids are under 200.")
     return source
 
@@ -254,17 +255,24 @@ def is_hub_id(source: str) -> bool:
     return True
 
 
+def _is_file(path: str) -> bool:
+    try:
+        return Path(path).is_file()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte
+        return False
+
+
 def load_config(source: str, *, local_files: bool = False):
     """A transformers config from a preset name or a Hub id (config.json only).
 
     With `local_files=True` (the command line, run by the machine's own user) a path to a config.json is
     read too. The web app never passes it: a visitor's text is never opened as a server path.
     """
-    source = _clean_source(source)
+    source = _clean_source(source, local_files)
     presets = {name.lower(): name for name in preset_names()}
     if source.lower() in presets:  # a lookup, not a path join: "../x" can never reach a file
         return read_config_file(CONFIG_DIR / f"{presets[source.lower()]}.json", label=source)
-    if local_files and (source.endswith(".json") or Path(source).is_file()):
+    if local_files and (source.endswith(".json") or _is_file(source)):
         return read_config_file(Path(source))
     if is_hub_id(source):
         return _hub_config(source)
@@ -618,7 +626,7 @@ def architecture_from_config(config, label: str | None = None) -> Architecture:
 
 def resolve_model(source: str, *, local_files: bool = False) -> Architecture:
     """Preset name, Hub id or "DxD" → Architecture; with `local_files`, a config.json path too (CLI only)."""
-    source = _clean_source(source)
+    source = _clean_source(source, local_files)
     match = _SQUARE_RE.match(source)
     if match:
         return square_matrix(int(match.group(1)), int(match.group(2)))

@@ -134,6 +134,8 @@ HOSTILE_WORDS = [
     "org/na\nme",
     "org//name",
     "a" * 300,
+    "a" * 300 + ".json",
+    "x/" * 300 + "config.json",
     "full",
     "lora",
     "qlora",

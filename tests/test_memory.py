@@ -487,6 +487,8 @@ def test_malformed_hub_ids_are_refused_without_a_request(bad_id):
         (["--rank", "8"], "--model"),
         (["--model", "smollm2-135m", "--no-such-flag"], "unrecognized"),
         (["--model", "smollm2-135m\nerror: forged"], "Unknown preset"),
+        (["--model", "a" * 300], "Unknown preset"),  # a file name too long for the file system
+        (["--model", "a" * 300 + ".json"], "could not be read"),
     ],
 )
 def test_cli_bad_input_is_exit_2_and_one_line(capsys, args, words):

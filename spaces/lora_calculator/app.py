@@ -108,7 +108,8 @@ def calculate(
         arch = _uploaded_architecture(config_file) if config_file else memory.resolve_model(model)
         estimates = {e.setup.method: e for e in memory.compare_methods(arch, setup)}
     except ValueError as exc:
-        raise gr.Error(" ".join(str(exc).split())) from None
+        # A visitor's mistake, answered in one sentence: no traceback in the server's log either.
+        raise gr.Error(" ".join(str(exc).split()), print_exception=False) from None
     chosen = estimates[setup.method]
     return (
         summary_markdown(chosen),
