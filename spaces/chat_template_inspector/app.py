@@ -64,11 +64,18 @@ def _dump(messages: list[dict]) -> str:
     return json.dumps(messages, indent=2, ensure_ascii=False)
 
 
+def _refusal(message) -> gr.Error:
+    """A visitor's input refused: one sentence on the page and one line in the log (sanitized: no forged
+    lines), without the traceback gradio would print for an error it did not expect."""
+    logger.info("Refused: %s", shown(str(message)))
+    return gr.Error(str(message), print_exception=False)
+
+
 def _messages_or_error(messages_json: str) -> list[dict]:
     try:
         return parse_messages_json(messages_json)
     except ValueError as exc:
-        raise gr.Error(str(exc)) from None
+        raise _refusal(exc) from None
 
 
 def _text(value) -> str:
@@ -108,9 +115,7 @@ def inspect(messages_json, source, family, model_id, custom_template, add_genera
         else:
             inspection = inspect_family(_text(family) or DEFAULT_FAMILY, messages, **flags)
     except ValueError as exc:  # TemplateError is a ValueError: one sentence, never a traceback
-        if source == "Hub model":
-            logger.info("Hub model %s refused: %s", shown(_text(model_id)), shown(str(exc)))
-        raise gr.Error(str(exc)) from None
+        raise _refusal(exc) from None
     return (
         summary_markdown(inspection),
         warnings_markdown(inspection),
@@ -136,7 +141,7 @@ def compare(messages_json, families, add_generation_prompt):
         inspections = compare_families(families or [], messages, add_generation_prompt=bool(add_generation_prompt))
         return compare_html(inspections)
     except ValueError as exc:
-        raise gr.Error(str(exc)) from None
+        raise _refusal(exc) from None
 
 
 def add_message(messages_json):
@@ -156,9 +161,9 @@ def set_field(messages_json, index, key, value):
 def remove_message(messages_json, index):
     messages = _messages_or_error(messages_json)
     if len(messages) == 1:
-        raise gr.Error("A conversation needs at least one message.")
+        raise _refusal("A conversation needs at least one message.")
     if not 0 <= index < len(messages):
-        raise gr.Error(f"There is no message {index + 1}.")
+        raise _refusal(f"There is no message {index + 1}.")
     return _dump(messages[:index] + messages[index + 1 :])
 
 
