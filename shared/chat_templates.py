@@ -157,6 +157,12 @@ def family_variables(family: str) -> dict[str, str]:
 
 def training_template(family: str) -> str | None:
     """The family's template with `{% generation %}` markers (its own, or TRL's `_training` variant), or None."""
+    official_template(family)  # a friendly ValueError for anything but a TRL family name
+    return _training_template(family)
+
+
+@functools.cache  # TRL's families only (checked above), so the cache stays small
+def _training_template(family: str) -> str | None:
     template = official_template(family)
     if has_generation_tag(template):
         return template
