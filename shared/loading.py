@@ -256,7 +256,9 @@ class ServedModel:
         """
         if self.chat_template is None:
             raise ValueError(f"{shown(self.served_id)} has no chat template, so it cannot be chat-formatted.")
-        if self.template_source != "tokenizer":
+        from shared.chat_templates import is_shipped_template
+
+        if is_shipped_template(self.chat_template):
             return self.tokenizer.apply_chat_template(
                 messages, chat_template=self.chat_template, tokenize=False, add_generation_prompt=add_generation_prompt
             )
@@ -302,26 +304,8 @@ def _render_untrusted_chat(served: ServedModel, messages: list[dict], add_genera
     return "".join(piece + m["content"] for piece, m in zip(cached, messages)) + cached[-1]
 
 
-def _special_tokens(tokenizer) -> set[str]:
-    return set(tokenizer.all_special_tokens) | {t.content for t in tokenizer.added_tokens_decoder.values() if t.special}
-
-
-def _end_of_turn(served: ServedModel) -> str | None:
-    """The special token the template closes an assistant turn with (what generation stops on): render
-    a one-turn conversation and take the first special token after the assistant's text."""
-    marker = "Sure."
-    messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": marker}]
-    text = served.render_chat(messages, add_generation_prompt=False)
-    tail = text[text.rfind(marker) + len(marker):]
-    special = _special_tokens(served.tokenizer)
-    for token in served.tokenizer.tokenize(tail):
-        if token in special:
-            return token
-    return served.tokenizer.eos_token
-
-
 def _served(requested_id, served_id, model, tokenizer, reason, template=None, source=None, adapter=None):
-    from shared.chat_templates import family_for_model_type, official_template
+    from shared.chat_templates import end_of_turn_token, family_for_model_type, official_template
 
     if template is None:
         if tokenizer.chat_template:
@@ -331,7 +315,7 @@ def _served(requested_id, served_id, model, tokenizer, reason, template=None, so
     served = ServedModel(requested_id, served_id, model, tokenizer, template, source, None, reason, adapter)
     if template is not None:
         try:
-            served.end_of_turn = _end_of_turn(served)
+            served.end_of_turn = end_of_turn_token(tokenizer, template)
         except ValueError as exc:  # a broken template: the column says why when it is used
             logger.warning("No end-of-turn token for %s: %s", shown(served_id), exc)
     return served

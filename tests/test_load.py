@@ -193,7 +193,7 @@ INSPECTOR_CONVERSATIONS = [
 
 
 def test_inspector_under_load():
-    from shared import template_view as view
+    from shared.views import inspector as view
     from shared.template_inspect import inspect_family
 
     # Every (family, conversation, add_generation_prompt) a user sends, rendered here first (this also
@@ -218,7 +218,7 @@ def test_inspector_under_load():
             family = INSPECTOR_FAMILIES[(index + k) % len(INSPECTOR_FAMILIES)]
             inspect(user, family, (index + k) % len(INSPECTOR_CONVERSATIONS), (index + k) % 2 == 0)
         families = [INSPECTOR_FAMILIES[(index + j) % len(INSPECTOR_FAMILIES)] for j in range(3)]
-        table = user.call(json.dumps(INSPECTOR_CONVERSATIONS[index % 3]), families, True, api_name="/compare")
+        table = user.call(json.dumps(INSPECTOR_CONVERSATIONS[index % 3]), families, True, api_name="/compare_families")
         assert all(f"<b>{family}</b>" in table for family in families)
         if index % 10 == 3:  # a half-typed conversation: a friendly error, and the others carry on
             message = user.error('[{"role": "user", "content": "Hi"', "Official family", "gemma3", "", "", True, False,

@@ -206,7 +206,8 @@ def test_a_models_own_chat_template_renders_only_in_the_sandbox_and_a_loop_is_st
 def test_a_models_own_template_is_rendered_once_per_conversation_shape(tiny_folder, gemma_tokenizer):
     from shared.chat_templates import official_template
 
-    (tiny_folder / "chat_template.jinja").write_text(official_template("gemma3"))
+    # Gemma 3's template plus a comment: the same text, but not a template the project ships.
+    (tiny_folder / "chat_template.jinja").write_text(official_template("gemma3") + "{# the model's own copy #}")
     served = load_model(str(tiny_folder), aligned=True)
     assert served.template_source == "tokenizer" and served.end_of_turn == "<end_of_turn>"
     for text in ("What is the capital of France?", "Quote: {{ 7*7 }} and {% raw %}", "x" * 500):
@@ -215,4 +216,4 @@ def test_a_models_own_template_is_rendered_once_per_conversation_shape(tiny_fold
             messages, chat_template=official_template("gemma3"), tokenize=False, add_generation_prompt=True
         )
         assert served.render_chat(messages) == expected
-    assert len(served._renders) == 2  # the end-of-turn probe's shape, and one user turn
+    assert list(served._renders) == [(("user",), True)]  # one sandboxed render served all three prompts
