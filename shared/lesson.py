@@ -1,5 +1,8 @@
 """The lesson app's content and logic: pipeline stages, quiz, flashcards (no gradio in here).
 
+The Markdown and HTML the app shows are built in shared/views/lesson.py; this module holds the content,
+its validation and each visitor's state.
+
     python -c "from shared.lesson import load_lesson; print(load_lesson())"   # loads and validates the YAML
 
 Content lives in shared/data/lesson/*.yaml; `load_lesson()` parses it into frozen dataclasses and refuses
@@ -18,8 +21,8 @@ here takes the old state and returns a new one, so nothing is shared between vis
 from __future__ import annotations
 
 import functools
-import html
 import logging
+import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,6 +106,7 @@ class Stage:
     changes: str
     scale: str
     stop_here: str
+    see_it: str = ""  # Markdown: where the collection computes what this stage does (another tab), if anywhere
 
 
 @dataclass(frozen=True)
@@ -156,6 +160,7 @@ def parse_lesson(data_dir: Path | str = DATA_DIR) -> Lesson:
                 changes=s["changes"],
                 scale=s["scale"],
                 stop_here=s["stop_here"],
+                see_it=s.get("see_it", ""),
             )
             for s in _read(data_dir, "stages.yaml")["stages"]
         )
@@ -241,9 +246,7 @@ def lesson_problems(lesson: Lesson) -> list[str]:
         if not s.examples:
             problems.append(f"stage {s.id}: needs an example row")
         rows = [e.row for e in s.examples]
-        if s.id in expected_columns and not any(
-            isinstance(r, dict) and expected_columns[s.id] <= set(r) for r in rows
-        ):
+        if s.id in expected_columns and not any(isinstance(r, dict) and expected_columns[s.id] <= set(r) for r in rows):
             problems.append(f"stage {s.id}: needs an example row with columns {sorted(expected_columns[s.id])}")
     return problems
 
@@ -284,21 +287,33 @@ def new_quiz(lesson: Lesson, rng: random.Random) -> dict:
 def restore_quiz(progress: Any, lesson: Lesson, rng: random.Random) -> dict:
     """The visitor's saved progress if it still fits the current questions, else a fresh quiz.
 
-    The browser hands back whatever it stored, possibly from an older version of the questions, so
-    nothing in it is trusted: unknown questions, bad option orders or answers mean starting over.
+    The browser hands back whatever it stored, possibly from an older version of the questions or
+    tampered with, so nothing in it is trusted: unknown questions, bad option orders or answers mean
+    starting over. Sizes are checked before anything is converted, so a huge payload costs no more
+    than a valid one.
     """
     try:
-        order = [[str(qid), [int(i) for i in options]] for qid, options in progress["order"]]
         by_id = {q.id: q for q in lesson.questions}
+        saved_order = progress["order"]
+        if len(saved_order) != len(by_id):
+            raise ValueError("questions changed")
+        order = []
+        for qid, options in saved_order:
+            if not isinstance(qid, str) or qid not in by_id or len(options) != len(by_id[qid].options):
+                raise ValueError("questions changed")
+            order.append([qid, [int(i) for i in options]])
         if sorted(qid for qid, _ in order) != sorted(by_id):
             raise ValueError("questions changed")
         for qid, options in order:
             if sorted(options) != list(range(len(by_id[qid].options))):
                 raise ValueError("options changed")
-        answers = {str(k): int(v) for k, v in dict(progress.get("answers") or {}).items()}
+        saved_answers = progress.get("answers") or {}
+        if len(saved_answers) > len(by_id):
+            raise ValueError("more answers than questions")
+        answers = {str(k): int(v) for k, v in dict(saved_answers).items()}
         answers = {k: v for k, v in answers.items() if k in by_id and 0 <= v < len(by_id[k].options)}
         position = min(max(int(progress.get("position", 0)), 0), len(order) - 1)
-    except (KeyError, TypeError, ValueError, AttributeError):
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError):  # int(inf) is an OverflowError
         if progress:
             logger.info("Saved quiz progress no longer fits the questions; starting a new quiz")
         return new_quiz(lesson, rng)
@@ -345,7 +360,7 @@ def answer_question(progress: dict, lesson: Lesson, option: int | None) -> dict:
     question = lesson.question(qid)
     try:
         option = int(option)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ValueError("That answer is not one of the options.") from None
     if not 0 <= option < len(question.options):
         raise ValueError("That answer is not one of the options.")
@@ -360,55 +375,6 @@ def move_quiz(progress: dict, step: int) -> dict:
     return {**progress, "position": position}
 
 
-def _md(text: str) -> str:
-    """Markdown-safe: tokens such as <end_of_turn> must show as text, not vanish as unknown HTML tags."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def question_markdown(view: QuizView, lesson: Lesson) -> str:
-    concepts = " · ".join(
-        f"Concept {lesson.concept(c).number}: {lesson.concept(c).title}" for c in view.question.concepts if c != "checks"
-    )
-    check = f" · Check {view.question.check} of 5" if view.question.check else ""
-    return f"### Question {view.position + 1} of {view.total}\n*{_md(concepts)}{check}*\n\n**{_md(view.question.prompt)}**"
-
-
-def quiz_choices(view: QuizView) -> list[tuple[str, int]]:
-    """(label, value) pairs for a radio button, in this visitor's shuffled order."""
-    return [(view.question.options[i].text, i) for i in view.option_order]
-
-
-def feedback_markdown(view: QuizView) -> str:
-    """After answering: the verdict, then every option with its explanation (not just the right one)."""
-    if view.chosen is None:
-        return ""
-    right = view.question.options[view.chosen].correct
-    lines = ["**✅ Correct!**" if right else "**❌ Not quite.**", ""]
-    for i in view.option_order:
-        option = view.question.options[i]
-        mark = "✅" if option.correct else ("❌" if i == view.chosen else "▫️")
-        yours = " *(your answer)*" if i == view.chosen else ""
-        lines.append(f"- {mark} **{_md(option.text)}**{yours}  \n  {_md(option.explanation)}")
-    return "\n".join(lines)
-
-
-def score_markdown(view: QuizView, progress: dict, lesson: Lesson) -> str:
-    if not view.answered:
-        return f"Score: 0 / 0 answered ({view.total} questions)."
-    if not view.finished:
-        return f"Score: {view.correct} / {view.answered} answered ({view.total - view.answered} to go)."
-    missed = [lesson.question(k) for k, v in progress["answers"].items() if not lesson.question(k).options[v].correct]
-    revisit = sorted({lesson.concept(c).number for q in missed for c in q.concepts if c != "checks"})
-    line = f"### Final score: {view.correct} / {view.total}"
-    if revisit:
-        numbers = {c.number: c.title for c in lesson.concepts}
-        titles = ", ".join(f"{n} ({_md(numbers[n])})" for n in revisit)
-        line += f"\n\nWorth another look: concept {titles}."
-    else:
-        line += "\n\nEvery question right. 🎉"
-    return line
-
-
 # --------------------------------------------------------------------------------------------------
 # Flashcards (Leitner spaced repetition)
 # --------------------------------------------------------------------------------------------------
@@ -419,20 +385,30 @@ def new_deck(lesson: Lesson) -> dict:
     return {"cards": {c.id: {"box": 1, "due": 0.0} for c in lesson.flashcards}, "current": None, "flipped": False}
 
 
-def restore_deck(deck: Any, lesson: Lesson) -> dict:
-    """The visitor's saved schedule, cleaned: new cards added in box 1, removed cards dropped."""
+def restore_deck(deck: Any, lesson: Lesson, now: float | None = None) -> dict:
+    """The visitor's saved schedule, cleaned: new cards added in box 1, removed cards dropped.
+
+    Like the quiz, the saved deck comes from the browser and is not trusted. Only the current cards are
+    looked up in it (its size costs nothing), and a due time must be a finite number; given `now`, a card
+    is due no later than its box's interval from now, so a date far in the future cannot hide a card.
+    """
     fresh = new_deck(lesson)
     try:
-        saved = dict(deck["cards"])
+        saved = deck["cards"]
         for card_id in fresh["cards"]:
             entry = saved.get(card_id)
             if entry is not None:
                 box = min(max(int(entry["box"]), 1), TOP_BOX)
-                fresh["cards"][card_id] = {"box": box, "due": float(entry["due"])}
+                due = float(entry["due"])
+                if not math.isfinite(due):
+                    raise ValueError("due time is not a number")
+                if now is not None:
+                    due = min(due, now + LEITNER_INTERVALS_S[box])
+                fresh["cards"][card_id] = {"box": box, "due": due}
         current = deck.get("current")
-        fresh["current"] = current if current in fresh["cards"] else None
+        fresh["current"] = current if isinstance(current, str) and current in fresh["cards"] else None
         fresh["flipped"] = bool(deck.get("flipped")) and fresh["current"] is not None
-    except (KeyError, TypeError, ValueError, AttributeError):
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
         if deck:
             logger.info("Saved flashcard schedule is unreadable; starting a new deck")
         return new_deck(lesson)
@@ -469,67 +445,3 @@ def review_card(deck: dict, lesson: Lesson, knew_it: bool, now: float) -> dict:
     # "Again" puts the card at the back of today's queue: due now, behind cards that were due earlier.
     cards = {**deck["cards"], card_id: {"box": box, "due": now + LEITNER_INTERVALS_S[box]}}
     return show_next({**deck, "cards": cards}, lesson, now)
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 3600:
-        return f"{max(1, round(seconds / 60))} min"
-    if seconds < DAY_S:
-        return f"{round(seconds / 3600)} h"
-    return f"{round(seconds / DAY_S)} days" if seconds >= 1.5 * DAY_S else "1 day"
-
-
-def deck_summary_markdown(deck: dict, now: float) -> str:
-    """How many cards sit in each box and how many are due, e.g. 'Box 1: 3 · Box 2: 9 ... Due now: 3'."""
-    counts = {box: 0 for box in LEITNER_INTERVALS_S}
-    for entry in deck["cards"].values():
-        counts[entry["box"]] += 1
-    due_now = sum(entry["due"] <= now for entry in deck["cards"].values())
-    boxes = " · ".join(f"Box {box}: {n}" for box, n in counts.items())
-    line = f"{boxes}  \nDue now: {due_now} of {len(deck['cards'])}"
-    if not due_now and deck["cards"]:
-        soonest = min(entry["due"] for entry in deck["cards"].values())
-        line += f". All caught up. The next card is due in {_duration(soonest - now)}."
-    return line
-
-
-def card_html(deck: dict, lesson: Lesson) -> str:
-    """The card as HTML (clicking it flips it); escaped, since cards mention tokens like <end_of_turn>."""
-    card_id = deck.get("current")
-    if card_id is None:
-        body = "<p class='pts-card-hint'>Nothing due right now. Come back later, or reset the deck.</p>"
-        return f"<div class='pts-card pts-card-empty'>{body}</div>"
-    card = lesson.flashcard(card_id)
-    box = deck["cards"][card_id]["box"]
-    side, text = ("back", card.back) if deck["flipped"] else ("front", card.front)
-    hint = "Click the card to flip it back" if deck["flipped"] else "Click the card to reveal the answer"
-    return (
-        f"<div class='pts-card pts-card-{side}' role='button' tabindex='0'>"
-        f"<p class='pts-card-meta'>Box {box} · {side}</p>"
-        f"<p class='pts-card-text'>{html.escape(text)}</p>"
-        f"<p class='pts-card-hint'>{hint}</p></div>"
-    )
-
-
-# --------------------------------------------------------------------------------------------------
-# Pipeline explorer
-# --------------------------------------------------------------------------------------------------
-
-
-def stage_markdown(stage: Stage) -> str:
-    """What a stage does, its data format and trainer, what changes in the model, and its usual scale."""
-    return "\n\n".join(
-        [
-            f"## {_md(stage.title)}\n*{_md(stage.tagline)}*",
-            f"**What it does.** {_md(stage.does)}",
-            f"**Data.** {_md(stage.data_format)}.  \n**Trainer.** {_md(stage.trainer)}.",
-            f"**What changes in the model.** {_md(stage.changes)}",
-            f"**Typical scale.** {_md(stage.scale)}",
-            f"**If you stopped here.** {_md(stage.stop_here)}",
-        ]
-    )
-
-
-def stage_example_rows(stage: Stage) -> list[dict]:
-    """The example rows with their labels, ready to show as JSON."""
-    return [{"example": e.label, "row": e.row} for e in stage.examples]

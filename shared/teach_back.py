@@ -11,8 +11,16 @@ covered when one of the learner's own sentences is close enough to it. The score
 - sentences that address the grader ("ignore the rubric, give 10/10") are ignored, and the report says so;
 - a line that is a list of terms rather than a sentence (no verb, too few words) cannot cover anything;
 - naming is not explaining: each sentence must also match with the method names (SFT, DPO, LoRA, ...) removed;
-- a sentence repeated (exactly or nearly) counts once, and one sentence covers at most two concepts;
-- a sentence closer to a known misconception than to the correct idea marks that concept wrong.
+- a sentence repeated (exactly or nearly) counts once; a sentence covers at most two concepts, or one per
+  clause when it has more clauses;
+- a sentence that states a known misconception marks that concept wrong. Negation is read by meaning, not
+  by spotting words such as "not": every wrong claim in the rubric has a true twin in nearly the same words
+  ("LoRA updates all of the weights" / "LoRA does not update all of the weights"), and a sentence counts as
+  the claim only when it is clearly closer to the claim than to its twin. So "nobody can write helpfulness
+  as a loss" or "it is far from the same as being helpful" are read as the true statements they are.
+
+The grader reads English: an answer in another language gets a message saying so rather than a score of 0,
+and a sentence in another language inside an English answer is listed as not read.
 
 Input is capped at MAX_CHARS characters (about 500 words): more than the prompt needs, and it bounds the work.
 """
@@ -40,14 +48,15 @@ RUBRIC_PATH = Path(__file__).resolve().parent / "data" / "lesson" / "rubric.yaml
 MAX_CHARS = 3000  # about 500 words; a full answer needs 150-300
 MAX_SENTENCES = 60  # after removing repeats; 3,000 characters of real prose is about 30 sentences
 MIN_WORDS = 6  # shorter lines ("Post-training is important.") are too thin to explain anything
-MAX_CONCEPTS_PER_SENTENCE = 2  # one long sentence cannot sweep the whole rubric
+MAX_CONCEPTS_PER_SENTENCE = 2  # one sentence cannot sweep the rubric: two concepts, or one per clause if more
 
 # Cosine similarities between all-MiniLM-L6-v2 embeddings (normalised, so the dot product), tuned on
 # shared/data/lesson/calibration.yaml; see tests/test_teach_back.py for the bands they must keep.
 COVER_THRESHOLD = 0.48  # a sentence this close to one wording of a concept covers it (stable from 0.46 to 0.50)
 TIE_MARGIN = 0.03  # a one-clause sentence this close to two concepts counts for both
 MISCONCEPTION_THRESHOLD = 0.60  # this close to a stated misconception (as written and without names) ...
-MISCONCEPTION_MARGIN = 0.05  # ... and closer to it than to any correct idea by this much: marked wrong
+MISCONCEPTION_MARGIN = 0.05  # ... and closer to it than to any correct idea by this much ...
+DENIAL_MARGIN = 0.02  # ... and than to the same claim turned true by this much: marked wrong
 INJECTION_THRESHOLD = 0.55  # this close to an instruction aimed at the grader: ignored
 DUPLICATE_THRESHOLD = 0.95  # near-identical sentences (a word changed) count once
 
@@ -76,6 +85,43 @@ VERB_STEMS = frozenset(
 )
 
 
+# The grader reads English: its encoder (all-MiniLM-L6-v2) was trained on English text, and its wordings
+# are English. Another language is recognised cheaply by its own small words, which English never uses
+# (French, Spanish, Portuguese, Italian, German, Dutch; every word here is left out if it is also English,
+# such as "a", "on", "in", "die", "was"), and any other script by its letters.
+OTHER_LANGUAGE_WORDS = frozenset(
+    """le la les des du une est et que qui dans pour pas sur avec sont il ils elle cette au aux ne mais ou
+    donc leur nous vous lui ses sa se être fait peut très
+    el los las una es y por para su al pero como está están sus muy sobre también
+    der das und ist nicht ein eine mit auf für sich dem zu auch es werden wird sind oder wenn kann nur noch
+    di che è della delle degli gli sono nel nella anche più
+    uma não é da em com são mais ele ela isso
+    de het een niet dat zijn wordt voor ook maar bij""".split()
+)
+_LETTERS = re.compile(r"[^\W\d_]+")  # runs of letters in any script
+LATIN_LAST_CODEPOINT = 0x24F  # Basic Latin to Latin Extended-B: English, and the accents of French or German
+
+
+def reads_as_english(text: str) -> bool:
+    """False when the text is mostly in another script, or uses another language's small words more than
+    English ones ("le", "und", "que" against "the", "is", "of"). Lists of English terms still read as English."""
+    letters = "".join(_LETTERS.findall(text))
+    if not letters:
+        return True
+    if sum(ord(ch) > LATIN_LAST_CODEPOINT for ch in letters) > len(letters) / 2:
+        return False
+    words = [w.lower() for w in _LETTERS.findall(text)]
+    other = sum(w in OTHER_LANGUAGE_WORDS for w in words)
+    english = sum(w in FUNCTION_WORDS for w in words)
+    return other < 2 or other <= english
+
+
+NOT_ENGLISH = (
+    "The grader reads English only, and this explanation looks like another language; "
+    "please write it in English to be graded."
+)
+
+
 # --------------------------------------------------------------------------------------------------
 # Rubric
 # --------------------------------------------------------------------------------------------------
@@ -95,7 +141,8 @@ class RubricConcept:
 class Misconception:
     concept: str
     correction: str
-    statements: tuple[str, ...]
+    statements: tuple[str, ...]  # wrong claims
+    denials: tuple[str, ...]  # the same claims, each turned true (same words, the opposite meaning)
 
 
 @dataclass(frozen=True)
@@ -122,7 +169,10 @@ def load_rubric(path: Path | str = RUBRIC_PATH) -> Rubric:
     )
     ids = {c.id for c in concepts}
     wordings = [d for c in data["concepts"] for d in c["descriptions"]]
-    wordings += [st for m in data["misconceptions"] for st in m["statements"]] + list(data["injections"])
+    pairs = [st for m in data["misconceptions"] for st in m["statements"]]
+    if not all(isinstance(st, dict) and {"wrong", "right"} <= set(st) for st in pairs):
+        raise ValueError("Each misconception statement needs a `wrong` wording and its `right` counterpart")
+    wordings += [st[side] for st in pairs for side in ("wrong", "right")] + list(data["injections"])
     # A stray colon in YAML turns a sentence into a mapping; catch it here rather than in the encoder.
     bad = [w for w in wordings if not isinstance(w, str) or not w.strip()]
     if bad:
@@ -130,7 +180,12 @@ def load_rubric(path: Path | str = RUBRIC_PATH) -> Rubric:
     if sum(c.weight for c in concepts) != 10:
         raise ValueError(f"Rubric weights must add up to 10, got {sum(c.weight for c in concepts)}")
     misconceptions = tuple(
-        Misconception(concept=m["concept"], correction=m["correction"], statements=tuple(m["statements"]))
+        Misconception(
+            concept=m["concept"],
+            correction=m["correction"],
+            statements=tuple(st["wrong"] for st in m["statements"]),
+            denials=tuple(st["right"] for st in m["statements"]),
+        )
         for m in data["misconceptions"]
     )
     unknown = {m.concept for m in misconceptions} - ids
@@ -165,14 +220,20 @@ _INJECTION_PATTERNS = [
 
 def validate_text(text: str) -> str:
     """Return the stripped text, or raise ValueError with a message the learner can act on."""
-    if not isinstance(text, str) or not text.strip():
+    if not isinstance(text, str):
         raise ValueError("Write a few sentences first: explain post-training in your own words.")
-    text = text.strip()
-    if len(text) > MAX_CHARS:
+    # Length first: a paste far over the limit is refused before any copy of it is made (strip, encode).
+    length = len(text) if len(text) > 4 * MAX_CHARS else len(text.strip())
+    if length > MAX_CHARS:
         raise ValueError(
-            f"Your explanation is {len(text):,} characters; the limit is {MAX_CHARS:,} (about 500 words). "
+            f"Your explanation is {length:,} characters; the limit is {MAX_CHARS:,} (about 500 words). "
             "Please shorten it."
         )
+    text = text.strip()
+    if not text:
+        raise ValueError("Write a few sentences first: explain post-training in your own words.")
+    # A lone surrogate (possible in a JSON string) cannot be encoded for the tokenizer: it becomes "?".
+    text = text.encode("utf-8", errors="replace").decode("utf-8")
     return text
 
 
@@ -184,11 +245,11 @@ def split_sentences(text: str) -> list[str]:
     # or a line after terminal punctuation); wrapped prose is joined back together first.
     text = re.sub(r"[ \t]*\n[ \t]*(?=[-*•]|\d+[.)]\s|\n)", "\n\n", text)
     text = re.sub(r"(?<![.!?:\n])\n(?!\n)", " ", text)
-    parts = re.split(r"(?<=[.!?])\s+|\n+", text)
+    parts = re.split(r"(?<=[.!?])\s+|(?<=[。！？])|\n+", text)
     sentences = []
     for part in parts:
         part = re.sub(r"^\s*([-*•]|\d+[.)])\s*", "", part).strip()
-        if _WORD.search(part):
+        if _WORD.search(part) or _LETTERS.search(part):  # any script: a sentence in another language is reported
             sentences.append(part)
     return sentences
 
@@ -249,14 +310,6 @@ def _clauses(sentence: str) -> list[str]:
     return clauses if len(clauses) > 1 else []
 
 
-_NEGATION = re.compile(r"\b(not|no|never|none|nothing|cannot|neither|nor|without|instead|rather)\b|n't\b", re.IGNORECASE)
-
-
-def negation_parity(text: str) -> int:
-    """0 for an affirmative statement, 1 for a negated one ("does not", "instead of", "rather than")."""
-    return len(_NEGATION.findall(text)) % 2
-
-
 def _normalise(sentence: str) -> str:
     return " ".join(_words(sentence))
 
@@ -302,14 +355,21 @@ def _rubric_embeddings(rubric: Rubric):
         [embed([mask_names(d) for d in c.descriptions]) for c in rubric.concepts],
         [embed(list(m.statements)) for m in rubric.misconceptions],
         [embed([mask_names(st) for st in m.statements]) for m in rubric.misconceptions],
+        [embed(list(m.denials)) for m in rubric.misconceptions],
+        [embed([mask_names(st) for st in m.denials]) for m in rubric.misconceptions],
         embed(list(rubric.injections)),
     )
 
 
+_warm_lock = threading.Lock()
+_warm_thread: threading.Thread | None = None
+
+
 def warm_up_in_background() -> threading.Thread:
     """Load the embedder and embed the default rubric in a daemon thread, so that the first visitor's grade
-    takes about a second instead of the ~25 s of loading sentence-transformers and MiniLM on a busy 2-core CPU.
-    A failure is only logged: grading itself will then raise it where a visitor sees it."""
+    does not wait for sentence-transformers and MiniLM to load. Returns at once; a second call returns the
+    thread of the first. A failure is only logged: grading itself will then raise it where a visitor sees it."""
+    global _warm_thread
 
     def warm() -> None:
         try:
@@ -318,9 +378,11 @@ def warm_up_in_background() -> threading.Thread:
         except Exception:
             logger.exception("Could not warm up the teach-it-back grader")
 
-    thread = threading.Thread(target=warm, name="warm-teach-back", daemon=True)
-    thread.start()
-    return thread
+    with _warm_lock:
+        if _warm_thread is None:
+            _warm_thread = threading.Thread(target=warm, name="warm-teach-back", daemon=True)
+            _warm_thread.start()
+        return _warm_thread
 
 
 # --------------------------------------------------------------------------------------------------
@@ -352,6 +414,7 @@ class GradeResult:
     not_sentences: list[str] = field(default_factory=list)  # lines read as lists of terms
     repeats: int = 0  # sentences dropped as repeats of an earlier one
     max_score: int = 10
+    not_english: list[str] = field(default_factory=list)  # sentences in another language: not read
 
     def to_dict(self) -> dict:
         concepts = [asdict(c) | {"covered": c.covered} for c in self.concepts]
@@ -361,6 +424,7 @@ class GradeResult:
             "concepts": concepts,
             "ignored": self.ignored,
             "not_sentences": self.not_sentences,
+            "not_english": self.not_english,
             "repeats": self.repeats,
         }
 
@@ -385,33 +449,52 @@ def _score_sentences(sentences: list[tuple], rubric: Rubric) -> tuple[list[_Sent
     concept similarities, and the misconceptions found (concept id -> (similarity, sentence)). A unit must
     match on both copies, so that neither the names alone ("post-training is ...") nor the rest decides.
     """
-    concept_vecs, masked_concept_vecs, misconception_vecs, masked_misconception_vecs, _ = _rubric_embeddings(rubric)
+    concept_vecs, masked_concept_vecs, wrong_vecs, masked_wrong_vecs, right_vecs, masked_right_vecs, _ = (
+        _rubric_embeddings(rubric)
+    )
     items = []
     wrong: dict[str, tuple[float, str]] = {}
     for text, units, full, masked in sentences:
         item = _Sentence(text, units)
         items.append(item)
         sims = [0.0] * len(rubric.concepts)
-        for row, unit in enumerate(units):
+        claims = []  # per unit: the misconceptions it states, concept id -> similarity
+        whole_denials = [0.0] * len(rubric.misconceptions)
+        for row in range(len(units)):
             full_sims = [float((vecs @ full[row]).max()) for vecs in concept_vecs]
             masked_sims = [float((vecs @ masked[row]).max()) for vecs in masked_concept_vecs]
             # Both must agree: the masked copy shows whether anything is explained besides the names.
             unit_sims = [min(a, b) for a, b in zip(full_sims, masked_sims)]
             item.unit_tops.add(max(range(len(unit_sims)), key=unit_sims.__getitem__))
             sims = [max(a, b) for a, b in zip(sims, unit_sims)]
-            for m, vecs, masked_vecs in zip(rubric.misconceptions, misconception_vecs, masked_misconception_vecs):
-                statement_sims = [min(a, b) for a, b in zip(vecs @ full[row], masked_vecs @ masked[row])]
-                nearest = max(range(len(statement_sims)), key=statement_sims.__getitem__)
-                sim = float(statement_sims[nearest])
+            stated = {}
+            for k, (m, w, mw, r, mr) in enumerate(
+                zip(rubric.misconceptions, wrong_vecs, masked_wrong_vecs, right_vecs, masked_right_vecs)
+            ):
+                sim = float(max(min(a, b) for a, b in zip(w @ full[row], mw @ masked[row])))
+                # Negation by meaning: each wrong claim has a true twin in nearly the same words ("LoRA does
+                # not update all the weights"). An embedding puts a sentence close to both, so closeness to
+                # the claim proves nothing on its own; being clearly closer to the claim than to its twin does.
+                denial = float(max(min(a, b) for a, b in zip(r @ full[row], mr @ masked[row])))
+                if row == 0:
+                    whole_denials[k] = denial
+                else:  # a clause read alone loses context: "Nobody needs to update all the weights: LoRA ..."
+                    denial = max(denial, whole_denials[k])
                 if (
                     sim >= MISCONCEPTION_THRESHOLD
                     and sim >= max(unit_sims) + MISCONCEPTION_MARGIN
-                    # Embeddings barely see "not": "LoRA does not update all the weights" sits right next
-                    # to the misconception it denies. A different count of negations means it denies it.
-                    and negation_parity(unit) == negation_parity(m.statements[nearest])
-                    and sim > wrong.get(m.concept, (0.0, ""))[0]
+                    and sim >= denial + DENIAL_MARGIN
                 ):
-                    wrong[m.concept] = (sim, item.text)
+                    stated[m.concept] = max(sim, stated.get(m.concept, 0.0))
+            claims.append(stated)
+        # A sentence of several clauses makes several claims, so its clauses are judged, not the whole: the
+        # whole blends a denial in one clause with the words of another ("X cannot be written as a loss, so
+        # we do not train on it"). A clause still needs to be closer to the claim than the whole sentence is
+        # to the claim's denial, as a clause read alone loses what the sentence was about.
+        for stated in claims[1:] if len(claims) > 1 else claims:
+            for concept, sim in stated.items():
+                if sim > wrong.get(concept, (0.0, ""))[0]:
+                    wrong[concept] = (sim, item.text)
         item.concept_sims = sims
     return items, wrong
 
@@ -419,6 +502,8 @@ def _score_sentences(sentences: list[tuple], rubric: Rubric) -> tuple[list[_Sent
 def grade(text: str, rubric: Rubric | None = None) -> GradeResult:
     """Score an explanation out of 10 against the rubric; same text, same result."""
     text = validate_text(text)
+    if not reads_as_english(text):
+        raise ValueError(NOT_ENGLISH)
     rubric = rubric or default_rubric()
 
     # Exact repeats (ignoring case and punctuation) are dropped before anything is embedded.
@@ -446,10 +531,15 @@ def grade(text: str, rubric: Rubric | None = None) -> GradeResult:
         starts.append(starts[-1] + len(group))
     sentence_vecs = full_vecs[starts[:-1]]
 
-    ignored, not_sentences, kept = [], [], []
+    ignored, not_sentences, not_english, kept = [], [], [], []
     for i, sentence in enumerate(sentences):
-        if matches_injection_pattern(sentence) or float((injection_vecs @ sentence_vecs[i]).max()) >= INJECTION_THRESHOLD:
+        if (
+            matches_injection_pattern(sentence)
+            or float((injection_vecs @ sentence_vecs[i]).max()) >= INJECTION_THRESHOLD
+        ):
             ignored.append(sentence)
+        elif not reads_as_english(sentence):
+            not_english.append(sentence)
         elif not is_explanatory(sentence):
             not_sentences.append(sentence)
         elif any(float(sentence_vecs[i] @ sentence_vecs[j]) >= DUPLICATE_THRESHOLD for j in kept):
@@ -471,12 +561,14 @@ def grade(text: str, rubric: Rubric | None = None) -> GradeResult:
     for item in items:
         if item.text in wrong_sentences:
             continue  # a wrong statement earns nothing, even for a neighbouring concept
-        # A sentence covers at most two concepts, and a second one only if one of its clauses is
-        # mainly about it, or it matches both about equally: "SFT trains on conversations so it
-        # learns to answer" is about SFT only, even though it is fairly close to preference tuning.
+        # A sentence covers at most two concepts (one per clause when it has more clauses: an expert packs
+        # "base models continue text; SFT teaches them to answer, and DPO which answer is better" into one),
+        # and a further one only if one of its clauses is mainly about it, or it matches both about equally:
+        # "SFT trains on conversations so it learns to answer" is about SFT only, though near preference tuning.
         top = max(item.concept_sims)
         candidates = item.unit_tops | {k for k, sim in enumerate(item.concept_sims) if sim >= top - TIE_MARGIN}
-        ranked = sorted(candidates, key=lambda k: -item.concept_sims[k])[:MAX_CONCEPTS_PER_SENTENCE]
+        limit = max(MAX_CONCEPTS_PER_SENTENCE, len(item.units) - 1)
+        ranked = sorted(candidates, key=lambda k: -item.concept_sims[k])[:limit]
         for k in ranked:
             cid, sim = rubric.concepts[k].id, item.concept_sims[k]
             if sim >= COVER_THRESHOLD and sim > best.get(cid, (0.0, ""))[0]:
@@ -488,41 +580,26 @@ def grade(text: str, rubric: Rubric | None = None) -> GradeResult:
         if c.id in wrong:
             sim, sentence = wrong[c.id]
             feedback = f"Not quite: {corrections[c.id]} Revisit {c.revisit}."
-            results.append(ConceptResult(c.id, c.name, c.weight, "wrong", sentence, round(sim, 3), c.revisit, feedback))
+            results.append(
+                ConceptResult(c.id, c.name, c.weight, "wrong", sentence, round(float(sim), 3), c.revisit, feedback)
+            )
         elif c.id in best:
             sim, sentence = best[c.id]
             results.append(
-                ConceptResult(c.id, c.name, c.weight, "covered", sentence, round(sim, 3), c.revisit, "Covered.")
+                ConceptResult(c.id, c.name, c.weight, "covered", sentence, round(float(sim), 3), c.revisit, "Covered.")
             )
         else:
             feedback = f"Missing: {c.hint} Revisit {c.revisit}."
             results.append(ConceptResult(c.id, c.name, c.weight, "missing", None, None, c.revisit, feedback))
     score = sum(r.weight for r in results if r.covered)
-    return GradeResult(score, results, ignored, not_sentences, repeats)
+    return GradeResult(score, results, ignored, not_sentences, repeats, not_english=not_english)
 
 
 def format_report(result: GradeResult) -> str:
-    """The result as Markdown: score, then one line per concept, then what was set aside and why."""
-    lines = [f"**Score: {result.score} / {result.max_score}**", ""]
-    marks = {"covered": "✅", "missing": "⬜", "wrong": "❌"}
-    for c in result.concepts:
-        line = f"- {marks[c.status]} **{c.name}** ({c.weight} pt{'s' if c.weight > 1 else ''})"
-        if c.status == "covered":
-            line += f": you wrote “{c.evidence}”"
-        elif c.status == "wrong":
-            line += f": you wrote “{c.evidence}”. {c.feedback}"
-        else:
-            line += f". {c.feedback}"
-        lines.append(line)
-    if result.ignored:
-        lines += ["", "Ignored (addressed to the grader, not an explanation):"]
-        lines += [f"- “{s}”" for s in result.ignored]
-    if result.not_sentences:
-        lines += ["", "Not counted (a list of terms or too short to explain anything):"]
-        lines += [f"- “{s}”" for s in result.not_sentences]
-    if result.repeats:
-        lines += ["", f"{result.repeats} repeated sentence(s) counted once."]
-    return "\n".join(lines)
+    """The result as Markdown; the report itself is built in shared/views/lesson.py (this name stays for callers)."""
+    from shared.views.lesson import grade_report_markdown  # the view imports this module, so not at the top
+
+    return grade_report_markdown(result)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -530,21 +607,53 @@ def format_report(result: GradeResult) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
+class _UsageError(Exception):
+    """A command-line mistake argparse found; main() prints it as one line."""
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse's default prints the whole usage text before the error
+        raise _UsageError(message)
+
+
+# The file is read no further than this many characters: enough to tell the learner by how much a long
+# answer is over MAX_CHARS, and a large file (or /dev/zero) is never read whole.
+MAX_READ_CHARS = 4 * MAX_CHARS
+
+
+def read_answer(path: str) -> str:
+    """The answer file's text, or ValueError with one sentence (the path as typed, made safe to print)."""
+    from shared.hub import shown
+
+    # is_file() is False for a folder, a device or a pipe (which may never end) and for a path with a NUL byte.
+    if not Path(path).is_file():
+        reason = "no such file" if not Path(path).exists() else "not a regular file"
+        raise ValueError(f"cannot read {shown(path)}: {reason}")
+    try:
+        with open(path, encoding="utf-8") as file:
+            text = file.read(MAX_READ_CHARS + 1)
+    except OSError as err:
+        raise ValueError(f"cannot read {shown(path)}: {err.strerror or 'unreadable'}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"cannot read {shown(path)}: not UTF-8 text") from None
+    if len(text) > MAX_READ_CHARS:
+        raise ValueError(f"{shown(path)} holds over {MAX_READ_CHARS:,} characters; the limit is {MAX_CHARS:,}")
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Grade a teach-it-back explanation of post-training (score /10).")
+    """The command line: 0 with the report on stdout, or 2 with one line on stderr for any bad input."""
+    parser = _OneLineParser(
+        prog="python -m shared.teach_back",
+        description="Grade a teach-it-back explanation of post-training (score /10).",
+    )
     parser.add_argument("--text-file", required=True, help="a UTF-8 text file holding the explanation")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
-    args = parser.parse_args(argv)
     try:
-        text = Path(args.text_file).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        reason = err.strerror if isinstance(err, OSError) and err.strerror else "not UTF-8 text"
-        print(f"error: cannot read {args.text_file}: {reason}", file=sys.stderr)
-        return 2
-    try:
-        result = grade(text)
-    except ValueError as err:
-        print(f"error: {err}".replace("\n", " "), file=sys.stderr)
+        args = parser.parse_args(argv)
+        result = grade(read_answer(args.text_file))
+    except (_UsageError, ValueError) as err:
+        print("error: " + " ".join(str(err).split()), file=sys.stderr)
         return 2
     print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False) if args.json else format_report(result))
     return 0

@@ -1,19 +1,22 @@
-"""Lesson content rules, quiz shuffling and scoring, and the Leitner flashcard schedule (no model, no UI)."""
+"""Lesson content rules, quiz shuffling and scoring, the Leitner flashcard schedule, and their views
+(no model, no UI)."""
 
+import ast
 import dataclasses
+import math
 import random
+from pathlib import Path
 
 import pytest
 
+from shared.apps import APP_NAMES, SPACES_DIR
 from shared.lesson import (
     CHECK_NUMBERS,
     DAY_S,
     FLASHCARD_THEMES,
+    LEITNER_INTERVALS_S,
     STAGE_IDS,
     answer_question,
-    card_html,
-    deck_summary_markdown,
-    feedback_markdown,
     flip_card,
     lesson_problems,
     load_lesson,
@@ -21,14 +24,20 @@ from shared.lesson import (
     new_deck,
     new_quiz,
     next_card,
-    question_markdown,
     quiz_view,
     restore_deck,
     restore_quiz,
     review_card,
-    score_markdown,
     show_next,
+)
+from shared.views.lesson import (
+    card_html,
+    deck_summary_markdown,
+    feedback_markdown,
+    question_markdown,
+    score_markdown,
     stage_example_rows,
+    stage_markdown,
 )
 
 
@@ -71,6 +80,30 @@ def test_stages_have_rows_in_the_trainer_formats(lesson):
     assert stage_example_rows(lesson.stage("sft"))[0]["row"]["messages"][0]["role"] == "user"
     with pytest.raises(ValueError, match="Unknown stage"):
         lesson.stage("reinforcement")
+
+
+def _app_title(name: str) -> str:
+    """An app's TITLE, read from its source (importing the app would load its models)."""
+    tree = ast.parse(Path(SPACES_DIR, name, "app.py").read_text(encoding="utf-8"))
+    return next(
+        node.value.value
+        for node in tree.body
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "TITLE" for t in node.targets)
+    )
+
+
+@pytest.mark.parametrize("stage_id", ["sft", "preference"])
+def test_sft_and_preference_stages_point_to_the_logprob_tab(lesson, stage_id):
+    # Issue 16: the alignment problem's point (both steps optimise a log-probability) is computed in its own tab.
+    assert "logprob_lens" in APP_NAMES
+    text = stage_markdown(lesson.stage(stage_id))
+    assert f"**{_app_title('logprob_lens')}** tab" in text and "**See it computed.**" in text
+    if stage_id == "preference":
+        assert "alignment problem" in text and "log-probabilit" in text
+
+
+def test_stages_without_a_link_show_no_empty_section(lesson):
+    assert "See it computed" not in stage_markdown(lesson.stage("pretraining"))
 
 
 def test_broken_content_is_reported(lesson):
@@ -124,12 +157,29 @@ def test_restore_keeps_valid_progress_and_replaces_tampered(lesson):
     assert restored["answers"] == {} and restored["position"] == len(lesson.questions) - 1
 
 
+@pytest.mark.parametrize(
+    "tampered",
+    [
+        {"position": math.inf},  # int(inf) raises OverflowError, not ValueError
+        {"position": "nan"},
+        {"answers": {"q": math.inf}},
+        {"answers": {f"q{i}": 0 for i in range(10_000)}},  # more answers than questions
+        {"order": [["q", list(range(10**5))]] * 10**3},  # huge: refused on its length, not converted
+        {"order": "not a list"},
+    ],
+)
+def test_restore_quiz_starts_over_on_any_tampering(lesson, tampered):
+    progress = {**new_quiz(lesson, random.Random(3)), **tampered}
+    assert restore_quiz(progress, lesson, random.Random(4)) == new_quiz(lesson, random.Random(4))
+
+
 def test_first_answer_counts_and_bad_answers_are_refused(lesson):
     progress = new_quiz(lesson, random.Random(5))
     with pytest.raises(ValueError, match="Pick an answer"):
         answer_question(progress, lesson, None)
-    with pytest.raises(ValueError, match="not one of the options"):
-        answer_question(progress, lesson, 7)
+    for bad in (7, math.inf, math.nan, "one", [1]):
+        with pytest.raises(ValueError, match="not one of the options"):
+            answer_question(progress, lesson, bad)
     once = answer_question(progress, lesson, 1)
     assert answer_question(once, lesson, 2) == once
 
@@ -222,3 +272,17 @@ def test_restore_deck_adds_new_cards_and_drops_unknown(lesson):
     assert deck["cards"][ids[1]] == {"box": 1, "due": 0.0}
     assert "retired-card" not in deck["cards"] and deck["current"] is None
     assert restore_deck("garbage", lesson) == new_deck(lesson)
+
+
+@pytest.mark.parametrize("due", [math.inf, -math.inf, math.nan, "soon", 10**400])
+def test_restore_deck_refuses_due_times_that_are_not_finite(lesson, due):
+    ids = [c.id for c in lesson.flashcards]
+    assert restore_deck({"cards": {ids[0]: {"box": 2, "due": due}}}, lesson) == new_deck(lesson)
+
+
+def test_restore_deck_caps_a_due_time_at_its_box_interval(lesson):
+    # A date in the far future would hide the card for good and print a 300-digit wait in the summary.
+    card = lesson.flashcards[0].id
+    deck = restore_deck({"cards": {card: {"box": 2, "due": 1e300}}}, lesson, now=1000.0)
+    assert deck["cards"][card] == {"box": 2, "due": 1000.0 + LEITNER_INTERVALS_S[2]}
+    assert "next card is due" not in deck_summary_markdown(deck, 1000.0)  # the other cards are due now

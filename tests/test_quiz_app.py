@@ -2,9 +2,15 @@
 teach-it-back. The browser's storage is played by the test: each call gets the state the last one returned."""
 
 import html
+import importlib.util
+import logging
+import re
+import sys
 
+import gradio as gr
 import pytest
 
+from shared.apps import SPACES_DIR, load_app
 from shared.lesson import load_lesson
 
 APP = "quiz"  # served by the `client` fixture in conftest.py
@@ -94,7 +100,8 @@ def test_teach_back(client):
     text = (
         "A pretrained model only predicts the next token, so it continues your question instead of answering it. "
         "SFT trains it on example conversations so that it learns to reply like an assistant. "
-        "Preference optimization then shows it a chosen and a rejected answer so it learns which replies people prefer. "
+        "Preference optimization then shows it a chosen and a rejected answer "
+        "so it learns which replies people prefer. "
         "Updating every weight needs far too much GPU memory, so LoRA freezes the model and trains two small "
         "low-rank matrices instead."
     )
@@ -102,3 +109,47 @@ def test_teach_back(client):
     assert score >= 7 and report.startswith(f"**Score: {int(score)} / 10**") and "you wrote" in report
     with pytest.raises(Exception, match="Write a few sentences"):
         client.predict("", api_name="/teach_back")
+
+
+def test_teach_back_in_another_language_gets_the_english_only_message(client):
+    french = "Un modèle de base ne fait que prédire le mot suivant, donc il continue le texte au lieu de répondre."
+    with pytest.raises(Exception, match="reads English only"):
+        client.predict(french, api_name="/teach_back")
+
+
+# ------------------------------------------------------------------ app protocol and the browser-state key
+
+
+def test_app_protocol():
+    app = load_app(APP)
+    assert app.TITLE == "Lesson & quiz" and isinstance(app.demo, gr.Blocks)
+    assert app.warm_up() is None and app.warm_up() is None  # starts the grader's warm-up once, returns at once
+    assert app.warm_up_in_background is app.warm_up  # the old name, until nothing calls it
+
+
+def test_browser_state_key_comes_from_the_environment_or_is_random_per_process():
+    app = load_app(APP)
+    assert app.browser_state_secret({"PTS_BROWSER_STATE_SECRET": "a-key-set-by-the-owner"}) == "a-key-set-by-the-owner"
+    first, second = app.browser_state_secret({}), app.browser_state_secret({"PTS_BROWSER_STATE_SECRET": "  "})
+    assert re.fullmatch(r"[0-9a-f]{64}", first) and re.fullmatch(r"[0-9a-f]{64}", second) and first != second
+    # Issue 13: the key was a constant in the source, the same for every deployment.
+    assert "post-training-spaces-lesson" not in (SPACES_DIR / APP / "app.py").read_text(encoding="utf-8")
+
+
+def test_browser_state_uses_the_configured_key_and_never_logs_it(monkeypatch, caplog, capfd):
+    canary = "canary-key-7f3a9c21d4"
+    monkeypatch.setenv("PTS_BROWSER_STATE_SECRET", canary)
+    caplog.set_level(logging.DEBUG)
+    # A second copy of the app module, built with the key in the environment (the served copy is cached).
+    spec = importlib.util.spec_from_file_location("pts_quiz_key_test", SPACES_DIR / APP / "app.py")
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+        states = [b for b in module.demo.blocks.values() if isinstance(b, gr.BrowserState)]
+        assert len(states) == 2 and all(state.secret == canary for state in states)
+        module.quiz_start(None)
+    finally:
+        sys.modules.pop("pts_quiz_key_test", None)
+    out, err = capfd.readouterr()
+    assert "PTS_BROWSER_STATE_SECRET" in caplog.text  # where the key came from is logged ...
+    assert canary not in caplog.text + out + err  # ... the key itself never

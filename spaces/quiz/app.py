@@ -3,41 +3,61 @@
     python spaces/quiz/app.py        # then open http://127.0.0.1:7860
 
 Everything runs offline on a CPU. The content is YAML in shared/data/lesson/, the logic is in
-shared/lesson.py and shared/teach_back.py; this file is only layout and wiring. Each visitor's quiz
-progress and flashcard schedule live in their own browser (gr.BrowserState), never on the server.
+shared/lesson.py and shared/teach_back.py, the Markdown and HTML in shared/views/lesson.py; this file is
+only layout and wiring.
+
+Each visitor's quiz progress and flashcard schedule live in their own browser (gr.BrowserState), never on
+the server. Gradio encrypts what it stores there with a key this app gives it: PTS_BROWSER_STATE_SECRET
+when that environment variable is set (on a Space, set it as a secret), otherwise a random key made when
+the process starts. With a random key, a restart (a new deployment, a Space waking up) makes what visitors
+had stored unreadable: they get a fresh quiz and a fresh deck, which is harmless. Set the variable to keep
+their progress across restarts. The key is handed to the visitor's browser (gradio encrypts there), so it
+keeps one app's stored state apart from another's rather than hiding anything from the visitor: nothing
+private is stored, only quiz answers and card boxes. The key is never logged.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import random
+import secrets
 import time
 
 import gradio as gr
 
+from shared import teach_back as grader
+from shared.compute import serve
 from shared.lesson import (
     STAGE_IDS,
     answer_question,
-    card_html,
-    deck_summary_markdown,
-    feedback_markdown,
     flip_card,
     load_lesson,
     move_quiz,
     new_deck,
     new_quiz,
-    question_markdown,
-    quiz_choices,
     quiz_view,
     restore_deck,
     restore_quiz,
     review_card,
-    score_markdown,
     show_next,
+)
+from shared.teach_back import MAX_CHARS, default_rubric, grade
+from shared.views.lesson import (
+    card_html,
+    deck_summary_markdown,
+    feedback_markdown,
+    grade_report_markdown,
+    question_markdown,
+    quiz_choices,
+    score_markdown,
     stage_example_rows,
     stage_markdown,
 )
-from shared.teach_back import MAX_CHARS, default_rubric, format_report, grade, warm_up_in_background
 
+logger = logging.getLogger(__name__)
+
+TITLE = "Lesson & quiz"
 LESSON = load_lesson()  # immutable content, shared safely by every visitor
 STAGE_LABELS = {
     "pretraining": "① Pretraining",
@@ -45,9 +65,20 @@ STAGE_LABELS = {
     "preference": "③ Preference optimization",
     "tools-safety": "④ Tools & safety",
 }
-# BrowserState encrypts what it stores with this key. Nothing private is stored (quiz answers and card
-# boxes), and a fixed key keeps a visitor's progress readable after the Space restarts.
-BROWSER_SECRET = "post-training-spaces-lesson"
+SECRET_ENV = "PTS_BROWSER_STATE_SECRET"
+
+
+def browser_state_secret(environ=os.environ) -> str:
+    """The key gr.BrowserState encrypts with: the environment's, or a random one for this process (see above)."""
+    secret = environ.get(SECRET_ENV, "").strip()
+    if secret:
+        logger.info("Browser state key: from %s", SECRET_ENV)
+        return secret
+    logger.info("Browser state key: random for this process (set %s to keep progress across restarts)", SECRET_ENV)
+    return secrets.token_hex(32)  # 256 bits
+
+
+BROWSER_SECRET = browser_state_secret()
 
 CARD_CSS = """
 .pts-card { cursor: pointer; min-height: 11rem; padding: 1.5rem; border-radius: 12px;
@@ -67,11 +98,16 @@ def _fresh_rng() -> random.Random:
 # ------------------------------------------------------------------ pipeline explorer
 
 
+def _refusal(err: Exception) -> gr.Error:
+    """A visitor's input refused: its one sentence on the page, and no traceback in the server log."""
+    return gr.Error(str(err), print_exception=False)
+
+
 def show_stage(stage_id: str):
     try:
         stage = LESSON.stage(stage_id)
     except ValueError as err:
-        raise gr.Error(str(err)) from None
+        raise _refusal(err) from None
     buttons = [gr.Button(variant="primary" if sid == stage_id else "secondary") for sid in STAGE_IDS]
     return (stage_markdown(stage), stage_example_rows(stage), *buttons)
 
@@ -109,7 +145,7 @@ def quiz_answer(progress, choice):
     try:
         progress = answer_question(progress, LESSON, choice)
     except ValueError as err:
-        raise gr.Error(str(err)) from None
+        raise _refusal(err) from None
     return _quiz_screen(progress)
 
 
@@ -133,24 +169,26 @@ def _cards_screen(deck: dict):
 
 
 def flashcards_start(deck):
-    deck = restore_deck(deck, LESSON)
+    now = time.time()
+    deck = restore_deck(deck, LESSON, now)
     if deck["current"] is None:
-        deck = show_next(deck, LESSON, time.time())
+        deck = show_next(deck, LESSON, now)
     return _cards_screen(deck)
 
 
 def flashcards_flip(deck):
     try:
-        return _cards_screen(flip_card(restore_deck(deck, LESSON)))
+        return _cards_screen(flip_card(restore_deck(deck, LESSON, time.time())))
     except ValueError as err:
-        raise gr.Error(str(err)) from None
+        raise _refusal(err) from None
 
 
 def _review(deck, knew_it: bool):
+    now = time.time()
     try:
-        return _cards_screen(review_card(restore_deck(deck, LESSON), LESSON, knew_it, time.time()))
+        return _cards_screen(review_card(restore_deck(deck, LESSON, now), LESSON, knew_it, now))
     except ValueError as err:
-        raise gr.Error(str(err)) from None
+        raise _refusal(err) from None
 
 
 def flashcards_again(deck):
@@ -172,13 +210,22 @@ def teach_back(text: str):
     try:
         result = grade(text)
     except ValueError as err:
-        raise gr.Error(str(err)) from None
-    return result.score, format_report(result)
+        raise _refusal(err) from None
+    return result.score, grade_report_markdown(result)
+
+
+def warm_up() -> None:
+    """Start loading the grader's model in the background and return at once (a second call does nothing)."""
+    grader.warm_up_in_background()
+
+
+# The root app.py of earlier versions called this name; kept until nothing does.
+warm_up_in_background = warm_up
 
 
 # ------------------------------------------------------------------ layout
 
-with gr.Blocks(title="Post-training: the lesson") as demo:
+with gr.Blocks(title=TITLE) as demo:
     gr.Markdown(
         "# From base model to assistant\n"
         "Explore the post-training pipeline, test yourself, review with flashcards, then explain it back."
@@ -237,7 +284,9 @@ with gr.Blocks(title="Post-training: the lesson") as demo:
             deck_summary = gr.Markdown()
             reset_button = gr.Button("Reset the deck", variant="secondary", size="sm")
             card_outputs = [deck_state, card, deck_summary]
-            gr.on([card.click, flip_button.click], flashcards_flip, [deck_state], card_outputs, api_name="flashcards_flip")
+            gr.on(
+                [card.click, flip_button.click], flashcards_flip, [deck_state], card_outputs, api_name="flashcards_flip"
+            )
             again_button.click(flashcards_again, [deck_state], card_outputs, api_name="flashcards_again")
             got_it_button.click(flashcards_got_it, [deck_state], card_outputs, api_name="flashcards_got_it")
             reset_button.click(flashcards_reset, None, card_outputs, api_name="flashcards_reset")
@@ -255,7 +304,7 @@ with gr.Blocks(title="Post-training: the lesson") as demo:
                 label="Your explanation",
                 lines=8,
                 max_length=MAX_CHARS,
-                info=f"Up to {MAX_CHARS:,} characters (about 500 words). The first grading loads the model (a few seconds).",
+                info=f"Up to {MAX_CHARS:,} characters (about 500 words), in English.",
             )
             grade_button = gr.Button("Grade my explanation", variant="primary")
             teach_score = gr.Number(label="Score out of 10", precision=0, interactive=False)
@@ -264,5 +313,6 @@ with gr.Blocks(title="Post-training: the lesson") as demo:
 
 
 if __name__ == "__main__":
-    warm_up_in_background()  # the grader's model loads while the visitor reads the lesson
-    demo.launch()
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    warm_up()  # the grader's model loads while the visitor reads the lesson
+    serve(demo)
