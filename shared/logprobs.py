@@ -209,12 +209,13 @@ def answer_logprobs(model, rows: list[tuple[list[int], int]], adapter_names: lis
     handle = backbone.register_forward_hook(catch)
     try:
         with torch.inference_mode():
-            # logits_to_keep=1: the model's own head computes one position per row; ours does the rest.
+            # logits_to_keep = no position: the model's own head reads its 262,144 × 640 weights for
+            # nothing at all; ours runs below, on the answer positions only.
             model(
                 input_ids=input_ids.to(device),
                 attention_mask=attention_mask.to(device),
                 use_cache=False,
-                logits_to_keep=1,
+                logits_to_keep=torch.zeros(0, dtype=torch.long, device=device),
                 **kwargs,
             )
             (hidden,) = caught
