@@ -15,13 +15,13 @@ from types import ModuleType
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "spaces"
 # Tab order in the collection follows the lesson: the completion trap, chat templates, the memory
-# wall and LoRA, then the lesson itself to check understanding.
+# wall and LoRA, log-probabilities as what SFT and DPO optimise, then the lesson to check understanding.
 APP_NAMES = [
     "comparer",
     "chat_template_inspector",
     "lora_calculator",
-    "quiz",
     "logprob_lens",
+    "quiz",
 ]
 # What every app module must define.
 APP_PROTOCOL = ("demo", "TITLE", "warm_up")

@@ -141,6 +141,21 @@ _MODELS = _ModelCache(MODEL_CACHE_BYTES)
 _load_lock = threading.Lock()
 
 
+_model_locks_guard = threading.Lock()
+
+
+def model_lock(model) -> threading.Lock:
+    """The lock every forward pass or `generate` on `model` holds: peft's `adapter_names` routing is set
+    on the shared layers for the length of a call, so two overlapping calls on one model (the comparer
+    and the log-prob lens share the embedded base where both use one dtype) would route each other's rows."""
+    with _model_locks_guard:
+        lock = getattr(model, "_pts_lock", None)
+        if lock is None:
+            lock = threading.Lock()
+            model._pts_lock = lock
+        return lock
+
+
 def loaded_models() -> list[tuple]:
     """Keys of the models in memory now (canonical id, device, dtype, adapters): for tests and logs."""
     return _MODELS.keys()

@@ -44,6 +44,7 @@ from pathlib import Path
 import yaml
 
 from shared.adapters import ADAPTERS_DIR, BASE_ADAPTER, MODEL_LABELS, PROJECT_ADAPTERS, project_adapter_paths
+from shared.loading import model_lock
 
 logger = logging.getLogger(__name__)
 
@@ -324,7 +325,7 @@ def _pair_batch(pairs: list[PairTokens], labels: tuple[str, ...]):
 def score_pairs(model, tokenizer, pairs: list[PairTokens], labels: tuple[str, ...] = MODEL_LABELS):
     """Per-token log-probs {label: (chosen, rejected)} of each pair, all rows in one forward pass."""
     rows, names = _pair_batch(pairs, labels)
-    with _forward_lock(model):
+    with model_lock(model):
         flat = answer_logprobs(model, rows, names if hasattr(model, "peft_config") else None)
     per_pair, cursor = [], 0
     for _ in pairs:
@@ -334,17 +335,6 @@ def score_pairs(model, tokenizer, pairs: list[PairTokens], labels: tuple[str, ..
             cursor += 2
         per_pair.append(scores)
     return per_pair
-
-
-_forward_locks: dict[int, threading.Lock] = {}
-_forward_locks_guard = threading.Lock()
-
-
-def _forward_lock(model) -> threading.Lock:
-    """One forward at a time per model here: peft's `adapter_names` hooks are set on the shared layers
-    for the length of a call, so two overlapping calls would route each other's rows."""
-    with _forward_locks_guard:
-        return _forward_locks.setdefault(id(model), threading.Lock())
 
 
 def score_pair(model, tokenizer, prompt: str, chosen: str, rejected: str, *, beta: float | None = None) -> dict:
