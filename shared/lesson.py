@@ -127,7 +127,8 @@ class Lesson:
         for s in self.stages:
             if s.id == stage_id:
                 return s
-        raise ValueError(f"Unknown stage {stage_id!r}; choose one of {', '.join(STAGE_IDS)}.")
+        # The name is not echoed: it may come from a request, of any length and with any characters.
+        raise ValueError(f"Unknown stage; choose one of {', '.join(STAGE_IDS)}.")
 
     def concept(self, concept_id: str) -> LessonConcept:
         return next(c for c in self.concepts if c.id == concept_id)
