@@ -165,6 +165,14 @@ def test_calibration_answer_lands_in_its_band(answer_id):
     assert low <= result.score <= high, (answer_id, result.score, [(c.id, c.status) for c in result.concepts])
 
 
+@pytest.mark.parametrize("answer_id", [a["id"] for a in CALIBRATION if a["kind"] == "short-expert"])
+def test_a_short_expert_answer_is_not_held_to_length(answer_id):
+    # Issue 13: a short, correct expert answer got 6, because its sentence packing three ideas into three
+    # clauses could cover only two; now one concept per clause counts.
+    result = graded(answer_id)
+    assert result.score >= 7 and {"sft", "preference", "lora"} <= {c.id for c in result.concepts if c.covered}
+
+
 def test_same_text_same_result():
     assert grade(ANSWERS["strong-plain"]["text"]).to_dict() == graded("strong-plain").to_dict()
 
