@@ -67,6 +67,7 @@ TABS = {  # tab label -> the heading its app opens with
     "Base vs aligned": "Base vs aligned: the completion trap",
     "Chat templates": "Chat-template inspector",
     "LoRA / QLoRA memory": "LoRA / QLoRA calculator",
+    "Log-probs & DPO": "Log-probs & DPO: the alignment problem, computed",
     "Lesson & quiz": "From base model to assistant",
 }
 COMPARER_COLUMNS = ["Base", "Aligned", "Base + SFT (ours)", "Base + SFT + DPO (ours)"]
@@ -192,6 +193,7 @@ def test_every_tab_renders_its_app(page):
         "Base vs aligned": lambda panel: panel.get_by_role("button", name="What is the capital of France?"),
         "Chat templates": lambda panel: panel.get_by_title(re.compile(r"^#0 '<bos>'")),  # the first token chip
         "LoRA / QLoRA memory": lambda panel: panel.locator('[aria-roledescription="bar"]').first,
+        "Log-probs & DPO": lambda panel: panel.get_by_role("button", name="The completion trap"),
         "Lesson & quiz": lambda panel: panel.get_by_role("button", name="① Pretraining"),
     }
     previous = None
@@ -287,6 +289,17 @@ def test_the_chart_follows_the_lora_rank(page):
     # LoRA trains r·(d_in + d_out) parameters per layer, so 4× the rank is 4× the optimizer states.
     assert _gb(after) == pytest.approx(4 * _gb(before), rel=0.02), (before, after)
     assert full_weights.get_attribute("aria-label") == full_before  # full fine-tuning has no rank
+
+
+def test_the_lens_scores_a_preset_and_shows_which_tokens_moved(page):
+    panel = _tab(page, "Log-probs & DPO")
+    panel.get_by_role("button", name="A confident wrong fact").click()
+    summary = panel.locator("table").filter(has_text="σ(margin)")
+    expect(summary).to_contain_text("Base + SFT + DPO (ours)", timeout=GENERATE_TIMEOUT_MS)
+    expect(summary).to_contain_text("vs Base + SFT (ours)")
+    # The Δlog-prob chips: each stage against its reference, coloured pushed up / pushed down.
+    expect(panel.get_by_text("pushed up", exact=True).first).to_be_visible()
+    expect(panel.get_by_text("Held-out preference accuracy", exact=False).first).to_be_visible()
 
 
 def test_a_flashcard_flips(page):

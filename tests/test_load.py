@@ -251,12 +251,13 @@ TEACH_BACK_TEXTS = [
 
 def test_quiz_under_load():
     from shared.lesson import load_lesson
-    from shared.teach_back import format_report, grade
+    from shared.teach_back import grade
+    from shared.views.lesson import grade_report_markdown
 
     lesson = load_lesson()
     total = len(lesson.questions)
     # Graded here first (this also loads the embedding model): same text, same result, whoever asks.
-    expected_reports = {text: format_report(grade(text)) for text in TEACH_BACK_TEXTS}
+    expected_reports = {text: grade_report_markdown(grade(text)) for text in TEACH_BACK_TEXTS}
 
     def scenario(user, index):
         progress, question, _radio, feedback, score = user.call(None, api_name="/quiz_start")

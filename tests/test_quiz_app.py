@@ -124,7 +124,6 @@ def test_app_protocol():
     app = load_app(APP)
     assert app.TITLE == "Lesson & quiz" and isinstance(app.demo, gr.Blocks)
     assert app.warm_up() is None and app.warm_up() is None  # starts the grader's warm-up once, returns at once
-    assert app.warm_up_in_background is app.warm_up  # the old name, until nothing calls it
 
 
 def test_browser_state_key_comes_from_the_environment_or_is_random_per_process():

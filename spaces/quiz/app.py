@@ -219,9 +219,6 @@ def warm_up() -> None:
     grader.warm_up_in_background()
 
 
-# The root app.py of earlier versions called this name; kept until nothing does.
-warm_up_in_background = warm_up
-
 
 # ------------------------------------------------------------------ layout
 
