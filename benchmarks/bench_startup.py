@@ -30,8 +30,9 @@ def time_to_serve(script: str, timeout_s: float = 600.0) -> float:
     port = free_port()
     env = dict(os.environ, GRADIO_SERVER_PORT=str(port), GRADIO_ANALYTICS_ENABLED="False")
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, script], cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, script], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         while time.perf_counter() - start < timeout_s:
             if proc.poll() is not None:

@@ -37,9 +37,7 @@ PROJECT_ADAPTERS: dict[str, Adapter] = {
 
 def project_adapter_paths() -> dict[str, str]:
     """{stage label: folder} of the shipped adapters that are present on disk."""
-    return {
-        key: str(a.path) for key, a in PROJECT_ADAPTERS.items() if (a.path / "adapter_model.safetensors").is_file()
-    }
+    return {key: str(a.path) for key, a in PROJECT_ADAPTERS.items() if (a.path / "adapter_model.safetensors").is_file()}
 
 
 def adapter_fits(model, adapter_dir: str | Path) -> bool:

@@ -304,7 +304,9 @@ def _render_untrusted_chat(served: ServedModel, messages: list[dict], add_genera
         # A placeholder no real text contains, different per message so each lands in its own place.
         salt = hashlib.sha256(served.chat_template.encode()).hexdigest()[:12]
         marks = [f"\x00PTS{salt}-{i}\x00" for i in range(len(messages))]
-        text = _sandbox_render(served, [{**m, "content": mark} for m, mark in zip(messages, marks)], add_generation_prompt)
+        text = _sandbox_render(
+            served, [{**m, "content": mark} for m, mark in zip(messages, marks)], add_generation_prompt
+        )
         pieces, rest = [], text
         for mark in marks:
             if rest.count(mark) != 1:
@@ -349,7 +351,8 @@ def _project_adapters_fit(canonical: str) -> bool:
         return True
     source = canonical
     config = hub_or_cache(
-        canonical, lambda local_only: AutoConfig.from_pretrained(source, trust_remote_code=False, local_files_only=local_only)
+        canonical,
+        lambda local_only: AutoConfig.from_pretrained(source, trust_remote_code=False, local_files_only=local_only),
     )
     if getattr(config, "model_type", "") not in ("gemma3", "gemma3_text"):
         return False

@@ -272,8 +272,9 @@ def test_the_chart_follows_the_lora_rank(page):
     panel = _tab(page, "LoRA / QLoRA memory")
 
     def bar(method, part):  # the chart is an SVG whose bars carry their data as aria-labels
-        return panel.locator(f'[aria-roledescription="bar"][aria-label^="method: {method};"]'
-                             f'[aria-label$="part: {part}"]')
+        return panel.locator(
+            f'[aria-roledescription="bar"][aria-label^="method: {method};"][aria-label$="part: {part}"]'
+        )
 
     lora_optimizer, full_weights = bar("LoRA", "Optimizer states"), bar("Full fine-tuning", "Weights")
     expect(lora_optimizer).to_have_count(1)

@@ -16,7 +16,7 @@ def ask(client, prompt, base="google/gemma-3-270m", aligned="google/gemma-3-270m
 
 
 def columns_of(outputs, count=2):
-    return [outputs[i * PER_COLUMN:(i + 1) * PER_COLUMN] for i in range(count)]
+    return [outputs[i * PER_COLUMN : (i + 1) * PER_COLUMN] for i in range(count)]
 
 
 def test_both_columns_stream_and_show_what_each_model_received(client):

@@ -132,8 +132,9 @@ CALCULATOR_CASES = [
 
 
 def _calculate(user, model, method, rank, targets, seq_len):
-    return user.call(model, None, method, "bf16", "adamw", rank, 2 * rank, targets, 1, seq_len, False, True,
-                     api_name="/calculate")
+    return user.call(
+        model, None, method, "bf16", "adamw", rank, 2 * rank, targets, 1, seq_len, False, True, api_name="/calculate"
+    )
 
 
 def test_calculator_under_load():
@@ -162,8 +163,21 @@ def test_calculator_under_load():
             case = CALCULATOR_CASES[(index + 3 * k) % len(CALCULATOR_CASES)]
             check(_calculate(user, *case), case[0])
         if index % 10 == 7:  # now and then a target list that matches nothing
-            message = user.error("llama-3.2-1b", None, "lora", "bf16", "adamw", 16, 32, "foo_proj", 1, 512, False,
-                                 True, api_name="/calculate")
+            message = user.error(
+                "llama-3.2-1b",
+                None,
+                "lora",
+                "bf16",
+                "adamw",
+                16,
+                32,
+                "foo_proj",
+                1,
+                512,
+                False,
+                True,
+                api_name="/calculate",
+            )
             assert "match no linear layer" in message
 
     with serve("lora_calculator") as url:
@@ -193,8 +207,8 @@ INSPECTOR_CONVERSATIONS = [
 
 
 def test_inspector_under_load():
-    from shared.views import inspector as view
     from shared.template_inspect import inspect_family
+    from shared.views import inspector as view
 
     # Every (family, conversation, add_generation_prompt) a user sends, rendered here first (this also
     # loads the tokenizer): the page each user gets must be exactly this one.
@@ -204,13 +218,17 @@ def test_inspector_under_load():
             for add in (True, False):
                 inspection = inspect_family(family, conversation, add_generation_prompt=add)
                 expected[family, c, add] = (
-                    view.summary_markdown(inspection), view.warnings_markdown(inspection),
-                    view.text_html(inspection), view.tokens_html(inspection), inspection.text,
+                    view.summary_markdown(inspection),
+                    view.warnings_markdown(inspection),
+                    view.text_html(inspection),
+                    view.tokens_html(inspection),
+                    inspection.text,
                 )
 
     def inspect(user, family, c, add):
-        outputs = user.call(json.dumps(INSPECTOR_CONVERSATIONS[c]), "Official family", family, "", "", add, False,
-                            api_name="/inspect")
+        outputs = user.call(
+            json.dumps(INSPECTOR_CONVERSATIONS[c]), "Official family", family, "", "", add, False, api_name="/inspect"
+        )
         assert tuple(outputs) == expected[family, c, add], (family, c, add)
 
     def scenario(user, index):
@@ -221,8 +239,16 @@ def test_inspector_under_load():
         table = user.call(json.dumps(INSPECTOR_CONVERSATIONS[index % 3]), families, True, api_name="/compare_families")
         assert all(f"<b>{family}</b>" in table for family in families)
         if index % 10 == 3:  # a half-typed conversation: a friendly error, and the others carry on
-            message = user.error('[{"role": "user", "content": "Hi"', "Official family", "gemma3", "", "", True, False,
-                                 api_name="/inspect")
+            message = user.error(
+                '[{"role": "user", "content": "Hi"',
+                "Official family",
+                "gemma3",
+                "",
+                "",
+                True,
+                False,
+                api_name="/inspect",
+            )
             assert "not valid JSON" in message
 
     with serve("chat_template_inspector") as url:
@@ -321,8 +347,17 @@ def test_model_calls_queue_instead_of_failing():
     timeout_s = CALL_TIMEOUT_S * len(COMPARER_PROMPTS)
 
     def submit(user, prompt):
-        return user.client.submit(prompt, "google/gemma-3-270m", "google/gemma-3-270m-it", max_new_tokens, False,
-                                  0.7, 0.9, 0, api_name="/compare")
+        return user.client.submit(
+            prompt,
+            "google/gemma-3-270m",
+            "google/gemma-3-270m-it",
+            max_new_tokens,
+            False,
+            0.7,
+            0.9,
+            0,
+            api_name="/compare",
+        )
 
     def scenario(user, index):
         prompt = COMPARER_PROMPTS[index]
@@ -342,7 +377,7 @@ def test_model_calls_queue_instead_of_failing():
             raise AssertionError(f"/compare gave no answer within {timeout_s} s") from None
         user.latencies_s.append(time.perf_counter() - start)
 
-        columns = [outputs[i * PER_COLUMN:(i + 1) * PER_COLUMN] for i in range(len(app.COLUMN_LABELS))]
+        columns = [outputs[i * PER_COLUMN : (i + 1) * PER_COLUMN] for i in range(len(app.COLUMN_LABELS))]
         base_input = [(s["token"], s["class_or_confidence"]) for s in columns[0][1]]
         assert base_input == [("<bos>", "special token"), (prompt, None)]  # this user's prompt, nobody else's
         for label, (header, exact_input, text, stats, top5) in zip(app.COLUMN_LABELS, columns):

@@ -11,11 +11,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from shared.generation import Column, GenerationSettings, generate_columns
 from shared.embedded import EMBEDDED_ID
+from shared.generation import Column, GenerationSettings, generate_columns
 from shared.loading import load_model, load_pair
 from shared.presets import PRESETS
-
 
 
 @pytest.mark.slow

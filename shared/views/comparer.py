@@ -80,7 +80,9 @@ def degeneration_note(base: ServedModel, aligned: ServedModel) -> str:
             "after DPO on our own preference pairs. All columns run in one batch."
         )
     else:
-        lines.append("\n*The project's own SFT/DPO adapters fit Gemma 3 270M only, so they are not shown for this pair.*")
+        lines.append(
+            "\n*The project's own SFT/DPO adapters fit Gemma 3 270M only, so they are not shown for this pair.*"
+        )
     return "\n".join(lines)
 
 

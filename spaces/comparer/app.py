@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import spaces  # first: on a ZeroGPU Space it must patch CUDA before torch is imported; a no-op elsewhere
 
+# isort: split
 import logging
 import math
 import threading
@@ -58,9 +59,7 @@ GPU_MAX_S = 120
 
 def _settings(max_new_tokens, do_sample, temperature, top_p, seed) -> GenerationSettings:
     try:
-        settings = GenerationSettings(
-            int(max_new_tokens), bool(do_sample), float(temperature), float(top_p), int(seed)
-        )
+        settings = GenerationSettings(int(max_new_tokens), bool(do_sample), float(temperature), float(top_p), int(seed))
     except (TypeError, ValueError, OverflowError):  # None, "abc", nan, inf from the API
         raise ValueError("The decoding settings must be finite numbers (max new tokens and seed whole).") from None
     if not 0 <= settings.seed < 2**32:
@@ -79,7 +78,7 @@ def _render(columns, results, final: bool):
             column_stats(result),
             top_next_confidences(result),
         ]
-    for label in COLUMN_LABELS[len(columns):]:  # slots this pair has no model for
+    for label in COLUMN_LABELS[len(columns) :]:  # slots this pair has no model for
         values += [f"### {label}\nNot available for this model pair.", None, "", "", None]
     # Refresh the plot every 8 tokens and at the end. Never send it an empty table: gradio's plot then
     # stops drawing the lines of later updates (seen in Chromium with gradio 6.31).
@@ -208,7 +207,10 @@ with gr.Blocks(title=TITLE) as demo:
         label=f"Prompt (up to {MAX_PROMPT_TOKENS} tokens)", lines=2, placeholder="Ask something, or pick a preset below"
     )
     with gr.Accordion("Decoding", open=False):
-        gr.Markdown("Greedy decoding by default: the same prompt always gives the same text, so the columns are a fair comparison.")
+        gr.Markdown(
+            "Greedy decoding by default: the same prompt always gives the same text, so the columns are a fair "
+            "comparison."
+        )
         with gr.Row():
             max_new_tokens = gr.Slider(1, MAX_NEW_TOKENS_CAP, value=96, step=1, label="Max new tokens")
             do_sample = gr.Checkbox(False, label="Sample instead of greedy")
@@ -256,14 +258,17 @@ with gr.Blocks(title=TITLE) as demo:
         label="What each preset shows",
     )
 
-    run.click(compare, inputs, outputs, api_name="compare", concurrency_limit=GENERATE_CONCURRENCY,
-              concurrency_id="generate")
+    run.click(
+        compare, inputs, outputs, api_name="compare", concurrency_limit=GENERATE_CONCURRENCY, concurrency_id="generate"
+    )
     # Every trigger names the same group and limit: one left without a limit would let the group run 8 at once.
-    prompt.submit(compare, inputs, outputs, api_name=False, concurrency_limit=GENERATE_CONCURRENCY,
-                  concurrency_id="generate")
+    prompt.submit(
+        compare, inputs, outputs, api_name=False, concurrency_limit=GENERATE_CONCURRENCY, concurrency_id="generate"
+    )
     # Clicking a preset fills the prompt, then runs it (instant once the preset's result is cached).
-    examples.load_input_event.then(compare, inputs, outputs, api_name=False, concurrency_limit=GENERATE_CONCURRENCY,
-                                   concurrency_id="generate")
+    examples.load_input_event.then(
+        compare, inputs, outputs, api_name=False, concurrency_limit=GENERATE_CONCURRENCY, concurrency_id="generate"
+    )
     pair.change(load_models, [pair], [base_id, aligned_id, serving], api_name="load_pair")
     gr.on([base_id.submit, aligned_id.submit], describe_custom, [base_id, aligned_id], [serving], api_name=False)
 

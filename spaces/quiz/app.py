@@ -219,7 +219,6 @@ def warm_up() -> None:
     grader.warm_up_in_background()
 
 
-
 # ------------------------------------------------------------------ layout
 
 with gr.Blocks(title=TITLE) as demo:
