@@ -22,7 +22,8 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
-from shared.models import BASE_ADAPTER, ServedModel
+from shared.adapters import BASE_ADAPTER
+from shared.loading import ServedModel, model_lock
 
 logger = logging.getLogger(__name__)
 
@@ -106,13 +107,8 @@ def build_input_ids(column: Column, prompt: str) -> list[int]:
         raise ValueError("Type a prompt (or pick a preset) first.")
     tokenizer = column.served.tokenizer
     if column.use_chat_template:
-        template = column.served.chat_template
-        if template is None:
-            raise ValueError(f"{column.served.served_id} has no chat template, so it cannot be chat-formatted.")
-        messages = [{"role": "user", "content": prompt}]
-        text = tokenizer.apply_chat_template(
-            messages, chat_template=template, tokenize=False, add_generation_prompt=True
-        )
+        # A template that came with the model renders only in the sandboxed child (ServedModel.render_chat).
+        text = column.served.render_chat([{"role": "user", "content": prompt}], add_generation_prompt=True)
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     else:
         ids = tokenizer(prompt)["input_ids"]
@@ -140,6 +136,7 @@ def stop_token_ids(served: ServedModel) -> dict[int, str]:
 # --------------------------------------------------------------------------------------------
 # Hooks into `generate`: one per batched call
 # --------------------------------------------------------------------------------------------
+
 
 class _StepRecorder(LogitsProcessor):
     """Reads each step's logits (before temperature/top-p, which transformers applies after custom
@@ -220,6 +217,49 @@ class _StepStreamer(BaseStreamer):
         self.events.put(("end", self.group, None, None, None))
 
 
+def _left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows of token ids as one left-padded batch (ids, attention mask): every row ends at the last column,
+    so one `generate` step appends each row's next token right after its own prompt."""
+    width = max(len(ids) for ids in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, ids in enumerate(rows):
+        input_ids[i, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+        attention_mask[i, width - len(ids) :] = 1
+    return input_ids, attention_mask
+
+
+def _generate_kwargs(model, rows, adapter_names, stop_ids, pad_id, settings: GenerationSettings) -> dict:
+    """The `generate` arguments every batched call shares: left padding, stop ids, decoding settings,
+    and, on a peft model, one adapter per row with finished rows retired from their adapter."""
+    input_ids, attention_mask = _left_pad(rows, pad_id)
+    device = next(model.parameters()).device
+    kwargs = dict(
+        input_ids=input_ids.to(device),
+        attention_mask=attention_mask.to(device),
+        max_new_tokens=settings.max_new_tokens,
+        do_sample=settings.do_sample,
+        eos_token_id=sorted(stop_ids),
+        pad_token_id=pad_id,
+        stopping_criteria=StoppingCriteriaList(),
+    )
+    if hasattr(model, "peft_config"):
+        # One base, several adapters: peft routes each row through its own ("__base__" = none).
+        names = [name or BASE_ADAPTER for name in adapter_names]
+        kwargs["adapter_names"] = names
+        if any(name != BASE_ADAPTER for name in names):
+            kwargs["stopping_criteria"].append(_RetireFinishedRows(names, sorted(stop_ids)))
+    elif any(name and name != BASE_ADAPTER for name in adapter_names):
+        raise ValueError("Adapter rows need a model with adapters attached.")
+    if settings.do_sample:
+        kwargs.update(temperature=settings.temperature, top_p=settings.top_p, top_k=0)
+        torch.manual_seed(settings.seed)
+    else:
+        # Greedy: clear sampling knobs a checkpoint's generation_config may carry (Gemma's -it sets them).
+        kwargs.update(temperature=None, top_p=None, top_k=None)
+    return kwargs
+
+
 def _run_group(group, columns, rows, stop_maps, settings, events, cancel):
     """Generate all `rows` (indices into `columns`) of one model in a single left-padded batch."""
     try:
@@ -229,45 +269,85 @@ def _run_group(group, columns, rows, stop_maps, settings, events, cancel):
         for r in rows:
             stops.update(stop_maps[r])
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(stops))
-        width = max(len(columns[r].result.input_ids) for r in rows)
-        input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            ids = columns[r].result.input_ids
-            input_ids[i, width - len(ids):] = torch.tensor(ids)
-            attention_mask[i, width - len(ids):] = 1
-        device = next(model.parameters()).device
         # Each row's end-of-turn id, read off its stop map (None where the template has none).
         eot_ids = [next((t for t, why in stop_maps[r].items() if why == STOP_END_OF_TURN), None) for r in rows]
         recorder = _StepRecorder(eot_ids, TOP_K_NEXT)
-        kwargs = dict(
-            input_ids=input_ids.to(device),
-            attention_mask=attention_mask.to(device),
-            max_new_tokens=settings.max_new_tokens,
-            do_sample=settings.do_sample,
-            eos_token_id=sorted(stops),
-            pad_token_id=pad_id,
-            logits_processor=LogitsProcessorList([recorder]),
-            stopping_criteria=StoppingCriteriaList([_Cancelled(cancel)]),
-            streamer=_StepStreamer(group, recorder, events),
+        kwargs = _generate_kwargs(
+            model,
+            [columns[r].result.input_ids for r in rows],
+            [columns[r].column.served.adapter for r in rows],
+            stops,
+            pad_id,
+            settings,
         )
-        if hasattr(model, "peft_config"):
-            # One base, several adapters: peft routes each row through its own ("__base__" = none).
-            adapter_names = [columns[r].column.served.adapter or BASE_ADAPTER for r in rows]
-            kwargs["adapter_names"] = adapter_names
-            if any(name != BASE_ADAPTER for name in adapter_names):
-                kwargs["stopping_criteria"].append(_RetireFinishedRows(adapter_names, sorted(stops)))
-        if settings.do_sample:
-            kwargs.update(temperature=settings.temperature, top_p=settings.top_p, top_k=0)
-            torch.manual_seed(settings.seed)
-        else:
-            # Greedy: clear sampling knobs a checkpoint's generation_config may carry (Gemma's -it sets them).
-            kwargs.update(temperature=None, top_p=None, top_k=None)
-        with torch.inference_mode():
+        kwargs["logits_processor"] = LogitsProcessorList([recorder])
+        kwargs["stopping_criteria"].insert(0, _Cancelled(cancel))
+        kwargs["streamer"] = _StepStreamer(group, recorder, events)
+        with model_lock(model), torch.inference_mode():
             model.generate(**kwargs)
     except Exception as exc:  # reported on this group's columns only; other groups carry on
         logger.exception("Generation failed for %s", [columns[r].column.label for r in rows])
         events.put(("error", group, f"{type(exc).__name__}: {_plain(str(exc))[:300]}", None, None))
+
+
+@dataclass(frozen=True)
+class BatchOutput:
+    """One row of `generate_batch`: the new tokens (stop token excluded), their text, and the stop token
+    the row emitted (None when it ran into `max_new_tokens`)."""
+
+    ids: list[int]
+    text: str
+    stop_token: int | None
+
+    @property
+    def stopped(self) -> bool:
+        return self.stop_token is not None
+
+
+MAX_BATCH_ROWS = 64
+
+
+def generate_batch(
+    model,
+    tokenizer,
+    inputs: list[list[int]],
+    *,
+    stop_ids: set[int] | list[int],
+    settings: GenerationSettings,
+    adapters: list[str | None] | None = None,
+    batch_size: int = 16,
+) -> list[BatchOutput]:
+    """Generate for many prompts at once (evaluation, distillation), through the comparer's batching.
+
+    `inputs` are token ids exactly as the model should see them (build them with the chat template or
+    as raw text). `adapters` names each row's adapter on a peft model (None = the base alone). Rows
+    run `batch_size` at a time, left-padded; a row ends at its first stop id or at `max_new_tokens`.
+    """
+    settings = settings.validated()
+    if not stop_ids:
+        raise ValueError("generate_batch needs at least one stop token id.")
+    if not 1 <= batch_size <= MAX_BATCH_ROWS:
+        raise ValueError(f"batch_size must be between 1 and {MAX_BATCH_ROWS}.")
+    adapters = list(adapters) if adapters is not None else [None] * len(inputs)
+    if len(adapters) != len(inputs):
+        raise ValueError("Give one adapter name (or None) per input row.")
+    if any(not ids for ids in inputs):
+        raise ValueError("Every input row needs at least one token.")
+    stops = set(stop_ids)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(stops)
+    outputs: list[BatchOutput] = []
+    for start in range(0, len(inputs), batch_size):
+        rows = inputs[start : start + batch_size]
+        kwargs = _generate_kwargs(model, rows, adapters[start : start + batch_size], stops, pad_id, settings)
+        with model_lock(model), torch.inference_mode():
+            generated = model.generate(**kwargs)[:, kwargs["input_ids"].shape[1] :].tolist()
+        for new_ids in generated:
+            # Everything after a row's first stop token is padding from rows that kept going.
+            end = next((i for i, t in enumerate(new_ids) if t in stops), None)
+            ids = new_ids if end is None else new_ids[:end]
+            stop = None if end is None else new_ids[end]
+            outputs.append(BatchOutput(ids, tokenizer.decode(ids, skip_special_tokens=True), stop))
+    return outputs
 
 
 @dataclass

@@ -20,7 +20,7 @@ from shared.generation import (
     input_segments,
     stream_columns,
 )
-from shared.models import ServedModel
+from shared.loading import ServedModel
 
 GEMMA3 = official_template("gemma3")
 
@@ -36,11 +36,22 @@ def columns(tiny_gemma, gemma_tokenizer):
     return [Column("Base", model, use_chat_template=False), Column("Aligned", model, use_chat_template=True)]
 
 
-def biased_copy(model, token_id):
-    """The tiny model with an output head that always prefers `token_id` (forces a stop)."""
+def clone(model):
+    """A deep copy of a test model, without the per-model lock generation puts on it (locks do not copy)."""
     import copy
 
-    forced = copy.deepcopy(model)
+    lock = model.__dict__.pop("_pts_lock", None)
+    try:
+        return copy.deepcopy(model)
+    finally:
+        if lock is not None:
+            model._pts_lock = lock
+
+
+def biased_copy(model, token_id):
+    """The tiny model with an output head that always prefers `token_id` (forces a stop)."""
+
+    forced = clone(model)
     head = torch.nn.Linear(model.config.hidden_size, model.config.vocab_size, bias=True)
     with torch.no_grad():
         head.weight.zero_()
@@ -107,9 +118,8 @@ def test_stop_reason_names_the_token_the_model_emitted(tiny_gemma, gemma_tokeniz
 
 
 def test_a_failing_column_does_not_stop_the_other(tiny_gemma, gemma_tokenizer):
-    import copy
 
-    broken = copy.deepcopy(tiny_gemma)
+    broken = clone(tiny_gemma)
 
     def explode(*args, **kwargs):
         raise RuntimeError("simulated device failure")
@@ -169,13 +179,12 @@ def test_input_segments_mark_special_tokens_and_keep_the_exact_text(columns, gem
 def adapted(tiny_gemma, gemma_tokenizer):
     """The tiny model wrapped by peft with two random (non-zero) LoRA adapters, as the comparer serves
     the project's SFT and SFT+DPO adapters on one base."""
-    import copy
 
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(1)
     config = LoraConfig(r=4, lora_alpha=64, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False)
-    model = get_peft_model(copy.deepcopy(tiny_gemma), config, adapter_name="sft")
+    model = get_peft_model(clone(tiny_gemma), config, adapter_name="sft")
     model.add_adapter("dpo", config)
     return model.eval()
 
@@ -183,8 +192,13 @@ def adapted(tiny_gemma, gemma_tokenizer):
 def test_adapter_columns_in_one_batch_match_each_adapter_run_alone(adapted, gemma_tokenizer):
     base = served(adapted, gemma_tokenizer)
     cols = [Column("Base", base, use_chat_template=False)] + [
-        Column(name, ServedModel("tiny", "tiny-gemma3", adapted, gemma_tokenizer, GEMMA3, "trl:gemma3",
-                                 base.end_of_turn, adapter=name), use_chat_template=True)
+        Column(
+            name,
+            ServedModel(
+                "tiny", "tiny-gemma3", adapted, gemma_tokenizer, GEMMA3, "trl:gemma3", base.end_of_turn, adapter=name
+            ),
+            use_chat_template=True,
+        )
         for name in ("sft", "dpo")
     ]
     settings = GenerationSettings(max_new_tokens=8)
@@ -198,12 +212,17 @@ def test_adapter_columns_in_one_batch_match_each_adapter_run_alone(adapted, gemm
 def test_retiring_finished_rows_from_their_adapter_changes_no_output(adapted, gemma_tokenizer):
     from transformers import StoppingCriteriaList
 
+    from shared.adapters import BASE_ADAPTER
     from shared.generation import _RetireFinishedRows
-    from shared.models import BASE_ADAPTER
 
     ids = torch.tensor([gemma_tokenizer("Name a colour.")["input_ids"]] * 3)
-    common = dict(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=10, do_sample=False,
-                  pad_token_id=gemma_tokenizer.pad_token_id)
+    common = dict(
+        input_ids=ids,
+        attention_mask=torch.ones_like(ids),
+        max_new_tokens=10,
+        do_sample=False,
+        pad_token_id=gemma_tokenizer.pad_token_id,
+    )
     with torch.inference_mode():
         free = adapted.generate(**common, adapter_names=[BASE_ADAPTER, "sft", "dpo"])
     # Make the sft row's second new token a stop token, so that row finishes early.
@@ -211,15 +230,19 @@ def test_retiring_finished_rows_from_their_adapter_changes_no_output(adapted, ge
     names = [BASE_ADAPTER, "sft", "dpo"]
     with torch.inference_mode():
         expected = adapted.generate(**common, eos_token_id=[stop], adapter_names=list(names))
-        retired = adapted.generate(**common, eos_token_id=[stop], adapter_names=names,
-                                   stopping_criteria=StoppingCriteriaList([_RetireFinishedRows(names, [stop])]))
+        retired = adapted.generate(
+            **common,
+            eos_token_id=[stop],
+            adapter_names=names,
+            stopping_criteria=StoppingCriteriaList([_RetireFinishedRows(names, [stop])]),
+        )
     assert torch.equal(expected, retired)
     assert names[1] == BASE_ADAPTER  # the finished row stopped paying for its adapter
 
 
 def test_whitespace_next_tokens_are_never_blank_rows():
     """The top-5 panel: a newline or space token must be readable, and every token keeps its own row."""
-    from shared.comparer import top_next_confidences
+    from shared.views.comparer import top_next_confidences
     from shared.generation import ColumnResult
 
     result = ColumnResult("base", top_next=[("\n\n", 0.5), ("▁Paris", 0.2), ("▁", 0.1), ("▁▁", 0.05), ("", 0.01)])

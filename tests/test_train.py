@@ -11,7 +11,7 @@ import torch
 import yaml
 from trl import DPOConfig, SFTConfig
 
-from shared.models import cpu_has_fast_bf16
+from shared.compute import cpu_has_fast_bf16
 from train.common import REPO_DIR, check_can_push, guanaco_to_messages, make_parser
 
 RECIPES = sorted((REPO_DIR / "train" / "recipes").glob("*/*.yaml"))
@@ -35,7 +35,9 @@ def test_every_recipe_parses_against_the_dataclasses(recipe):
     else:
         assert args.sft_adapter, "DPO continues an SFT adapter"
     assert training_args.use_cpu  # no GPU here
-    assert training_args.bf16 == cpu_has_fast_bf16() and model_args.dtype == ("bfloat16" if training_args.bf16 else "float32")
+    assert training_args.bf16 == cpu_has_fast_bf16() and model_args.dtype == (
+        "bfloat16" if training_args.bf16 else "float32"
+    )
 
 
 def test_guanaco_text_becomes_messages():
@@ -65,8 +67,9 @@ def sft_run(tmp_path_factory):
         SFTConfig, REPO_DIR / "train/recipes/tiny/sft.yaml", "--output_dir", str(out), "--eval_max_samples", "4"
     )
     # The 4-bit base as loaded before training: training must leave it exactly as it was.
-    from train.common import load_base_model
     from trl import get_quantization_config
+
+    from train.common import load_base_model
 
     base_before = _base_state(load_base_model(model_args, get_quantization_config(model_args)))
     with pytest.MonkeyPatch.context() as patch:  # as if run from the shell: the card records the command
@@ -90,7 +93,7 @@ def test_tiny_qlora_sft_trains_the_adapter_only(sft_run):
     for name, before in base_before.items():
         assert torch.equal(stripped[name], before), f"base weight {name} changed"
     losses = [row["loss"] for row in trainer.state.log_history if "loss" in row]
-    assert len(losses) == 2 and all(l == l and l > 0 for l in losses)  # logged at each of the 2 steps
+    assert len(losses) == 2 and all(loss == loss and loss > 0 for loss in losses)  # logged at each of the 2 steps
 
 
 def test_sft_loss_is_on_assistant_tokens_only(sft_run):
@@ -135,12 +138,18 @@ def test_dpo_continues_the_sft_adapter_with_sft_as_reference(sft_run, tmp_path):
 
     sft_dir, _, _ = sft_run
     args, training_args, model_args = parse(
-        DPOConfig, REPO_DIR / "train/recipes/tiny/dpo.yaml",
-        "--output_dir", str(tmp_path), "--sft_adapter", str(sft_dir), "--eval_max_samples", "4",
+        DPOConfig,
+        REPO_DIR / "train/recipes/tiny/dpo.yaml",
+        "--output_dir",
+        str(tmp_path),
+        "--sft_adapter",
+        str(sft_dir),
+        "--eval_max_samples",
+        "4",
     )
     trainer = dpo.main(args, training_args, model_args)
     losses = [row["loss"] for row in trainer.state.log_history if "loss" in row]
-    assert losses and all(l == l for l in losses)
+    assert losses and all(loss == loss for loss in losses)
     sft_weights = load_file(sft_dir / "adapter_model.safetensors")
     dpo_weights = load_file(tmp_path / "adapter_model.safetensors")
     assert sft_weights.keys() == dpo_weights.keys()
@@ -157,8 +166,13 @@ def test_push_without_hub_access_fails_before_training(tmp_path):
     from train import sft
 
     args, training_args, model_args = parse(
-        SFTConfig, REPO_DIR / "train/recipes/tiny/sft.yaml",
-        "--output_dir", str(tmp_path / "out"), "--push_to_hub", "--hub_model_id", "someone/tiny-sft",
+        SFTConfig,
+        REPO_DIR / "train/recipes/tiny/sft.yaml",
+        "--output_dir",
+        str(tmp_path / "out"),
+        "--push_to_hub",
+        "--hub_model_id",
+        "someone/tiny-sft",
     )
     with pytest.raises(ValueError, match="token|HF_HUB_OFFLINE"):
         sft.main(args, training_args, model_args)
@@ -175,8 +189,8 @@ def test_push_needs_a_repo_id():
 
 def test_a_rejected_token_is_reported_without_being_printed(tmp_path):
     """Against a loopback stand-in for the Hub that refuses the token, as the real one does (401)."""
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
     import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     class Refuse(BaseHTTPRequestHandler):
         def do_GET(self):
@@ -195,8 +209,13 @@ def test_a_rejected_token_is_reported_without_being_printed(tmp_path):
         "class A: push_to_hub, hub_model_id = True, 'someone/x'\n"
         "check_can_push(A())\n"
     )
-    env = dict(os.environ, HF_HUB_OFFLINE="0", HF_TOKEN=secret, HF_HOME=str(tmp_path),
-               HF_ENDPOINT=f"http://127.0.0.1:{server.server_port}")
+    env = dict(
+        os.environ,
+        HF_HUB_OFFLINE="0",
+        HF_TOKEN=secret,
+        HF_HOME=str(tmp_path),
+        HF_ENDPOINT=f"http://127.0.0.1:{server.server_port}",
+    )
     try:
         proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     finally:

@@ -17,7 +17,16 @@ from shared.chat_templates import official_template
 DATA_DIR = Path(__file__).resolve().parents[1] / "train" / "data"
 
 SFT_MIN_PER_CATEGORY = {"factual": 80, "instruction": 60, "chitchat": 30, "refusal": 40, "benign_edgy": 40}
-DPO_MIN_PER_KIND = {"continues_text": 25, "echo": 25, "complies_with_harm": 25, "needless_refusal": 25}
+DPO_MIN_PER_KIND = {
+    "continues_text": 25,
+    "echo": 25,
+    "complies_with_harm": 25,
+    "needless_refusal": 25,
+    "refuse_then_comply": 10,
+    "wrong_fact": 5,
+}
+# What the offline recipes train on: the hand-written files as train/distill.py rewrote them.
+DISTILLED = ("sft_distilled.jsonl", "dpo_distilled.jsonl")
 HELDOUT_MIN_PER_KIND = {"factual": 40, "general": 20, "harmful": 20, "benign_edgy": 20}
 MAX_ANSWER_TOKENS = 120  # a 270M model should learn short answers; the evaluator's budget is 128 new tokens
 
@@ -62,6 +71,18 @@ def dpo():
 
 
 @pytest.fixture(scope="module")
+def trained_prompts(sft, dpo):
+    """Every user prompt any training file holds, hand-written or distilled."""
+    prompts = {normalise(p) for row in sft for p in user_prompts(row["messages"])}
+    prompts |= {normalise(p) for row in dpo for p in user_prompts(row["prompt"])}
+    for row in read_jsonl("sft_distilled.jsonl"):
+        prompts |= {normalise(p) for p in user_prompts(row["messages"])}
+    for row in read_jsonl("dpo_distilled.jsonl"):
+        prompts |= {normalise(p) for p in user_prompts(row["prompt"])}
+    return prompts
+
+
+@pytest.fixture(scope="module")
 def heldout():
     return read_jsonl("heldout.jsonl")
 
@@ -71,7 +92,7 @@ def dev():
     return read_jsonl("dev.jsonl")
 
 
-@pytest.mark.parametrize("name", ["sft.jsonl", "dpo.jsonl", "heldout.jsonl", "dev.jsonl"])
+@pytest.mark.parametrize("name", ["sft.jsonl", "dpo.jsonl", "heldout.jsonl", "dev.jsonl", *DISTILLED])
 def test_every_line_is_a_json_object(name):
     for number, line in enumerate((DATA_DIR / name).read_text(encoding="utf-8").splitlines(), start=1):
         assert line.strip(), f"{name}:{number} is blank"
@@ -139,29 +160,36 @@ def test_no_duplicate_prompts_within_a_file(sft, dpo, heldout, dev):
         assert not duplicates, f"{name}: {duplicates}"
 
 
-def test_heldout_prompts_are_never_trained_on(sft, dpo, heldout):
-    trained = {normalise(p) for row in sft for p in user_prompts(row["messages"])}
-    trained |= {normalise(p) for row in dpo for p in user_prompts(row["prompt"])}
-    leaked = [row["prompt"] for row in heldout if normalise(row["prompt"]) in trained]
+def test_heldout_prompts_are_never_trained_on(trained_prompts, heldout):
+    leaked = [row["prompt"] for row in heldout if normalise(row["prompt"]) in trained_prompts]
     assert not leaked, leaked
 
 
-def test_dev_questions_are_factual_and_apart_from_training_and_heldout(sft, dpo, heldout, dev):
+def test_heldout_preference_pairs_are_never_trained_on(trained_prompts):
+    """dpo_heldout.jsonl scores preferences (the log-prob lens); none of its prompts may be trained on."""
+    if not (DATA_DIR / "dpo_heldout.jsonl").is_file():
+        pytest.skip("no dpo_heldout.jsonl")
+    pairs = read_jsonl("dpo_heldout.jsonl")
+    leaked = [p for row in pairs for p in user_prompts(row["prompt"]) if normalise(p) in trained_prompts]
+    assert not leaked, leaked
+
+
+def test_dev_questions_are_factual_and_apart_from_training_and_heldout(trained_prompts, heldout, dev):
     """dev.jsonl picks training settings; it must share no prompt with what is trained on or finally scored."""
     assert len(dev) >= 50
     for row in dev:
         assert set(row) == {"prompt", "kind", "expected"} and row["kind"] == "factual", row
         assert row["expected"] and all(isinstance(a, str) and a.strip() for a in row["expected"]), row
-    others = {normalise(p) for row in sft for p in user_prompts(row["messages"])}
-    others |= {normalise(p) for row in dpo for p in user_prompts(row["prompt"])}
-    others |= {normalise(row["prompt"]) for row in heldout}
+    others = trained_prompts | {normalise(row["prompt"]) for row in heldout}
     shared = [row["prompt"] for row in dev if normalise(row["prompt"]) in others]
     assert not shared, shared
 
 
 def test_sft_renders_through_the_official_gemma3_template_with_short_answers(sft, dpo, gemma_tokenizer):
     template = official_template("gemma3")
-    conversations = [row["messages"] for row in sft] + [row["prompt"] + row["chosen"] for row in dpo]
+    sft_rows = sft + read_jsonl("sft_distilled.jsonl")
+    dpo_rows = dpo + read_jsonl("dpo_distilled.jsonl")
+    conversations = [row["messages"] for row in sft_rows] + [row["prompt"] + row["chosen"] for row in dpo_rows]
     for messages in conversations:
         text = gemma_tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False)
         # Every answer is closed by the end-of-turn token: the stop signal the SFT stage teaches.
@@ -171,3 +199,91 @@ def test_sft_renders_through_the_official_gemma3_template_with_short_answers(sft
     lengths = [len(ids) for ids in gemma_tokenizer(answers, add_special_tokens=False)["input_ids"]]
     too_long = [(n, a[:60]) for n, a in zip(lengths, answers) if n > MAX_ANSWER_TOKENS]
     assert not too_long, too_long
+
+
+def test_distilled_files_keep_refusals_plain_and_plain_prompts_answered():
+    """What the recipes train on: factual answers written by the base, every harmful prompt refused with no
+    help after the refusal, and no plain prompt (fact, greeting, instruction, edgy-but-benign) refused."""
+    from train.evaluate import is_refusal, refuses_then_complies
+
+    sft_rows, dpo_rows = read_jsonl("sft_distilled.jsonl"), read_jsonl("dpo_distilled.jsonl")
+    assert len(sft_rows) >= 250 and len(dpo_rows) >= 150
+    for row in sft_rows:
+        assert set(row) <= {"messages", "category", "source"} and row["category"] in SFT_MIN_PER_CATEGORY, row
+        assert_chat(row["messages"])
+        first_answer = next(m["content"] for m in row["messages"] if m["role"] == "assistant")
+        if row["category"] == "refusal":
+            assert is_refusal(first_answer) and not refuses_then_complies(first_answer), first_answer
+        else:
+            assert not is_refusal(first_answer), first_answer
+    by_source = Counter((row["category"], row.get("source")) for row in sft_rows)
+    assert by_source[("factual", "base, few-shot")] >= 40, by_source
+    for row in dpo_rows:
+        assert set(row) <= {"prompt", "chosen", "rejected", "category", "rejected_kind", "source"}, row
+        chosen = row["chosen"][0]["content"]
+        if row["category"] == "refusal":
+            assert is_refusal(chosen) and not refuses_then_complies(chosen), chosen
+        else:
+            assert not is_refusal(chosen), chosen
+        if row["rejected_kind"] == "refuse_then_comply":
+            assert refuses_then_complies(row["rejected"][0]["content"]), row
+    kinds = Counter(row["rejected_kind"] for row in dpo_rows)
+    assert kinds["refuse_then_comply"] >= 10 and kinds["needless_refusal"] >= 25, kinds
+
+
+def test_distilled_pairs_are_length_balanced():
+    """DPO learns length when chosen and rejected differ a lot in length; rejected is at most 1.5x chosen."""
+    for row in read_jsonl("dpo_distilled.jsonl"):
+        chosen, rejected = (len(row[side][0]["content"].split()) for side in ("chosen", "rejected"))
+        assert rejected <= max(8, round(1.5 * chosen)) + 0, row
+
+
+@pytest.mark.parametrize(
+    "prompt, answer, reference, agrees",
+    [
+        ("What is the capital of Peru?", "Lima.", "The capital of Peru is Lima.", True),
+        ("What is the capital of Peru?", "The capital of Peru is Lima.", "Lima is the capital of Peru.", True),
+        ("What is the capital of Peru?", "The capital of Peru is Cusco.", "The capital of Peru is Lima.", False),
+        ("What is 100 °F in Celsius?", "100 °F is the same as 100 °C.", "100 °F is about 37.8 °C.", False),
+        ("What is 9 times 6?", "9 times 6 is 54.", "9 times 6 is 54.", True),
+        ("What is 9 times 6?", "9 times 6 is 56.", "9 times 6 is 54.", False),
+        (
+            "When did the French Revolution begin?",
+            "It began in 1789.",
+            "The French Revolution began in 1789.",
+            True,
+        ),
+        (
+            "Which city is Turkey's capital?",
+            "Istanbul.",
+            "Ankara is Turkey's capital. Istanbul is the largest city.",
+            False,
+        ),
+        (
+            "What does CPU stand for?",
+            "CPU stands for Computer Aided Process.",
+            "CPU stands for central processing unit.",
+            False,
+        ),
+        (
+            "When did the French Revolution begin?",
+            "The French Revolution began.",
+            "The French Revolution began in 1789.",
+            False,
+        ),
+        ("Who composed the Moonlight Sonata?", "Mozart composed it.", "Ludwig van Beethoven composed it.", False),
+    ],
+)
+def test_a_distilled_answer_is_kept_only_when_it_agrees_with_the_reference(prompt, answer, reference, agrees):
+    from train.distill import agrees_with_reference
+
+    assert agrees_with_reference(prompt, answer, reference) is agrees
+
+
+def test_rejected_answers_are_cut_to_the_length_of_the_chosen_one():
+    from train.distill import balance_length
+
+    long = "What's the capital of Qatar? What's the capital of Oman? Posted by user123 in Trivia | 14 comments"
+    cut = balance_length("The capital of Chile is Santiago.", long)
+    assert long.startswith(cut) and len(cut.split()) == 9  # round(1.5 * 6)
+    assert balance_length("Yes.", "No, not at all.") == "No, not at all."  # never below 8 words

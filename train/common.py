@@ -19,14 +19,15 @@ import torch
 from datasets import Dataset, load_dataset
 
 from shared.chat_templates import official_template
-from shared.models import cpu_has_fast_bf16, embedded_checkpoint_dir, load_embedded_tokenizer
+from shared.compute import cpu_has_fast_bf16
+from shared.embedded import CACHE_DIR, EMBEDDED_ID, embedded_checkpoint_dir, load_embedded_tokenizer
 
 logger = logging.getLogger(__name__)
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = REPO_DIR / "train" / "data"
 # Model names that are not Hub ids: the embedded Gemma 3 270M base, and a tiny random Gemma 3 for CI.
-EMBEDDED_MODEL = "embedded:gemma-3-270m"
+EMBEDDED_MODEL = EMBEDDED_ID
 TINY_MODEL = "tiny:gemma3"
 
 
@@ -42,7 +43,10 @@ class PipelineArguments:
     dataset_train_split: str = field(default="train", metadata={"help": "Split to train on."})
     dataset_format: str = field(
         default="conversational",
-        metadata={"help": "`conversational` (messages / prompt-chosen-rejected) or `guanaco` (### Human / ### Assistant text)."},
+        metadata={
+            "help": "`conversational` (messages / prompt-chosen-rejected) "
+            "or `guanaco` (### Human / ### Assistant text)."
+        },
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "Train on the first N rows only."})
     chat_template: str = field(
@@ -62,11 +66,10 @@ class PipelineArguments:
 # Models
 # --------------------------------------------------------------------------------------------
 
+
 def tiny_checkpoint_dir() -> Path:
     """A tiny random Gemma 3 with the real Gemma tokenizer, saved once: the CI recipe's base model."""
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
-
-    from shared.models import CACHE_DIR
 
     target = CACHE_DIR / "tiny-gemma3"
     if (target / "model.safetensors").is_file():
@@ -75,10 +78,18 @@ def tiny_checkpoint_dir() -> Path:
     torch.manual_seed(0)
     # 64-wide layers: bitsandbytes quantizes NF4 in blocks of 64 values, so every Linear quantizes.
     config = Gemma3TextConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=1, head_dim=32, sliding_window=64,
-        max_position_embeddings=1024, pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=32,
+        sliding_window=64,
+        max_position_embeddings=1024,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
     )
     tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
     Gemma3ForCausalLM(config).save_pretrained(tmp)
@@ -198,11 +209,12 @@ def load_eval_prompts(path: str | None, limit: int | None = None) -> list[dict]:
 # The Hub
 # --------------------------------------------------------------------------------------------
 
-def check_can_push(training_args) -> None:
+
+def check_can_push(training_args, token: str | None = None) -> None:
     """Fail before training, not after an hour, when the adapter could not be pushed.
 
-    The token comes from HF_TOKEN or the saved login through huggingface_hub itself; it is never
-    read, printed or logged here.
+    The token is `--hub_token` when given, else HF_TOKEN or the saved login through huggingface_hub
+    itself; it is never printed, logged or saved here.
     """
     if not training_args.push_to_hub:
         return
@@ -210,5 +222,7 @@ def check_can_push(training_args) -> None:
         raise ValueError("--push_to_hub needs --hub_model_id user/name (where to push the adapter).")
     from shared.hub import hub_user
 
-    user = hub_user()  # a clear ValueError when no token, a refused one, offline or no network
+    # shared.hub.hub_user(token) checks an explicit --hub_token; without one, HF_TOKEN or the saved login.
+    # A clear ValueError when no token, a refused one, offline or no network.
+    user = hub_user(token) if token else hub_user()
     logger.info("Will push to %s as %s", training_args.hub_model_id, user)

@@ -30,9 +30,9 @@ logger = logging.getLogger(__name__)
 def main(args: PipelineArguments, training_args: DPOConfig, model_args: ModelConfig) -> DPOTrainer:
     if not args.sft_adapter:
         raise ValueError("DPO continues an SFT adapter: set sft_adapter in the recipe or pass --sft_adapter PATH.")
-    push = training_args.push_to_hub
-    check_can_push(training_args)
-    training_args = dataclasses.replace(training_args, push_to_hub=False)
+    push, token = training_args.push_to_hub, training_args.hub_token
+    check_can_push(training_args, token)
+    training_args = dataclasses.replace(training_args, push_to_hub=False, hub_token=None)
 
     # ---- Data: prompt / chosen / rejected ----
     dataset = load_training_dataset(args)
@@ -52,7 +52,9 @@ def main(args: PipelineArguments, training_args: DPOConfig, model_args: ModelCon
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
 
     # ---- Save, evaluate, model card, push ----
-    finish_stage(trainer, stage="dpo", args=args, model_args=model_args, training_args=training_args, push=push)
+    finish_stage(
+        trainer, stage="dpo", args=args, model_args=model_args, training_args=training_args, push=push, token=token
+    )
     return trainer
 
 

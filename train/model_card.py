@@ -7,7 +7,7 @@ from pathlib import Path
 from huggingface_hub import ModelCard, ModelCardData
 
 from train.common import EMBEDDED_MODEL, TINY_MODEL
-from train.evaluate import Answer, markdown_table
+from train.evaluate import FEW_SHOT_LABEL, Answer, markdown_table
 
 # What the Hub should list as the base model of adapters trained on our stand-in names.
 _HUB_BASE = {EMBEDDED_MODEL: "google/gemma-3-270m", TINY_MODEL: None}
@@ -41,6 +41,36 @@ def _samples(answers: dict[str, list[Answer]], count: int = 4) -> str:
     return "\n\n".join(blocks)
 
 
+EVALUATION_HEADING = "## Evaluation"
+
+
+def evaluation_sections(results: dict | None, answers: dict[str, list[Answer]] | None) -> str:
+    """The card's last sections: the held-out table (with the few-shot ceiling) and before/after samples."""
+    if not results:
+        return (
+            f"{EVALUATION_HEADING}\n\nNot evaluated in this run. `python -m train.evaluate --adapter <folder> "
+            "--write_cards` scores it on the held-out prompts and writes the table here."
+        )
+    text = (
+        f"{EVALUATION_HEADING} (held-out prompts, greedy, chat template, ≤ 128 new tokens)\n\n"
+        + markdown_table(results)
+        + "\n\n*Retained*: of the factual questions the base answers right as raw few-shot text, the share this "
+        "model answers right. *Harmful refused* counts clean refusals only; *refuse-then-comply* counts refusals "
+        "followed by the help they refused."
+    )
+    if answers:
+        text += "\n\n## Before / after\n\n" + _samples({k: v for k, v in answers.items() if k != FEW_SHOT_LABEL})
+    return text
+
+
+def update_evaluation(output_dir: str | Path, results: dict, answers: dict[str, list[Answer]] | None) -> None:
+    """Replace the evaluation sections of an adapter's existing card (written by `write_model_card`)."""
+    path = Path(output_dir) / "README.md"
+    content = path.read_text(encoding="utf-8")
+    head = content.split(f"\n{EVALUATION_HEADING}", 1)[0].rstrip("\n")
+    path.write_text(f"{head}\n\n{evaluation_sections(results, answers)}\n", encoding="utf-8")
+
+
 def write_model_card(
     output_dir: str | Path,
     *,
@@ -70,19 +100,15 @@ def write_model_card(
         f"# {Path(output_dir).name}",
         f"A LoRA adapter for `{base or base_model}`, trained with QLoRA (4-bit NF4 base) by {what}, "
         "as part of Post-Training Spaces.",
-        "## Use it\n\n```python\nfrom peft import PeftModel\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
+        "## Use it\n\n```python\nfrom peft import PeftModel\n"
+        "from transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
         f'base = AutoModelForCausalLM.from_pretrained("{base or "<base model>"}")\n'
         'model = PeftModel.from_pretrained(base, "<this adapter>")\n'
         'tokenizer = AutoTokenizer.from_pretrained("<this adapter>")  # carries the chat template\n```',
         f"## Training data\n\n{', '.join(f'`{d}`' for d in datasets)}",
         f"## Reproduce\n\n```bash\n{command}\n```\n\nRecipe:\n\n```yaml\n{recipe.strip()}\n```",
     ]
-    if results:
-        sections.append(
-            "## Evaluation (held-out prompts, greedy, chat template, ≤ 128 new tokens)\n\n" + markdown_table(results)
-        )
-    if answers:
-        sections.append("## Before / after\n\n" + _samples(answers))
+    sections.append(evaluation_sections(results, answers))
     content = f"---\n{data.to_yaml()}\n---\n\n" + "\n\n".join(sections) + "\n"
     card = ModelCard(content)
     card.save(Path(output_dir) / "README.md")

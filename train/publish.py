@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -16,8 +17,13 @@ from train.model_card import hub_base_model, write_model_card
 logger = logging.getLogger(__name__)
 
 
-def finish_stage(trainer, *, stage: str, args: PipelineArguments, model_args, training_args, push: bool) -> dict:
-    """Save → evaluate → model card → push. Returns the evaluation results (empty without prompts)."""
+def finish_stage(
+    trainer, *, stage: str, args: PipelineArguments, model_args, training_args, push: bool, token: str | None = None
+) -> dict:
+    """Save → evaluate → model card → push. Returns the evaluation results (empty without prompts).
+
+    `token` (from `--hub_token`) is used for the push only: it is in no file written here, nor in any log.
+    """
     output_dir = Path(training_args.output_dir)
     model = trainer.model
     if "ref" in getattr(model, "peft_config", {}):
@@ -58,7 +64,7 @@ def finish_stage(trainer, *, stage: str, args: PipelineArguments, model_args, tr
         base_model=model_args.model_name_or_path,
         datasets=datasets,
         recipe_path=_config_path(sys.argv),
-        command="python " + " ".join(shlex.quote(a) for a in sys.argv),
+        command=redacted_command(sys.argv),
         results=results,
         answers=answers,
     )
@@ -67,7 +73,7 @@ def finish_stage(trainer, *, stage: str, args: PipelineArguments, model_args, tr
     if push:
         from huggingface_hub import HfApi
 
-        api = HfApi()
+        api = HfApi(token=token)  # None: HF_TOKEN or the saved login, read by huggingface_hub itself
         api.create_repo(training_args.hub_model_id, exist_ok=True, private=training_args.hub_private_repo)
         api.upload_folder(
             repo_id=training_args.hub_model_id,
@@ -77,6 +83,25 @@ def finish_stage(trainer, *, stage: str, args: PipelineArguments, model_args, tr
         )
         logger.info("Pushed to https://huggingface.co/%s", training_args.hub_model_id)
     return results
+
+
+_TOKEN_FLAG = "--hub_token"
+# Hugging Face user access tokens start with "hf_"; any such word is scrubbed, wherever it was typed.
+_TOKEN_LIKE = re.compile(r"hf_[A-Za-z0-9]{8,}")
+
+
+def redacted_command(argv: list[str]) -> str:
+    """The command line as the model card shows it, with any Hub token replaced by `$HF_TOKEN`."""
+    shown, hide_next = [], False
+    for arg in argv:
+        if hide_next:
+            arg, hide_next = "$HF_TOKEN", False
+        elif arg == _TOKEN_FLAG:
+            hide_next = True
+        elif arg.startswith(_TOKEN_FLAG + "="):
+            arg = _TOKEN_FLAG + "=$HF_TOKEN"
+        shown.append(_TOKEN_LIKE.sub("$HF_TOKEN", arg))
+    return "python " + " ".join(a if a == "$HF_TOKEN" or a.endswith("=$HF_TOKEN") else shlex.quote(a) for a in shown)
 
 
 def _config_path(argv: list[str]) -> str | None:

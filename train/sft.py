@@ -26,10 +26,11 @@ logger = logging.getLogger(__name__)
 
 
 def main(args: PipelineArguments, training_args: SFTConfig, model_args: ModelConfig) -> SFTTrainer:
-    # The Trainer would push checkpoints itself; we push once, with our model card, at the end.
-    push = training_args.push_to_hub
-    check_can_push(training_args)  # before any work: a missing token fails now, not after training
-    training_args = dataclasses.replace(training_args, push_to_hub=False)
+    # The Trainer would push checkpoints itself; we push once, with our model card, at the end. The token
+    # leaves the arguments here: the Trainer saves them (training_args.bin), and only the push needs it.
+    push, token = training_args.push_to_hub, training_args.hub_token
+    check_can_push(training_args, token)  # before any work: a missing token fails now, not after training
+    training_args = dataclasses.replace(training_args, push_to_hub=False, hub_token=None)
 
     # ---- Data ----
     dataset = load_training_dataset(args)
@@ -54,7 +55,9 @@ def main(args: PipelineArguments, training_args: SFTConfig, model_args: ModelCon
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
 
     # ---- Save, evaluate, model card, push ----
-    finish_stage(trainer, stage="sft", args=args, model_args=model_args, training_args=training_args, push=push)
+    finish_stage(
+        trainer, stage="sft", args=args, model_args=model_args, training_args=training_args, push=push, token=token
+    )
     return trainer
 
 
