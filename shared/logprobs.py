@@ -611,7 +611,8 @@ def load_presets() -> list[Preset]:
 
 class _OneLineParser(argparse.ArgumentParser):
     def error(self, message):
-        self.exit(2, f"error: {message} (see --help)\n")
+        # The message can quote what was typed, newlines included: keep it to one line.
+        self.exit(2, f"error: {' '.join(message.split())} (see --help)\n")
 
 
 def format_table(result: dict) -> str:
@@ -636,6 +637,7 @@ def format_table(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = _OneLineParser(
+        allow_abbrev=False,  # "--pre" must not quietly mean --preference-accuracy
         prog="python -m shared.logprobs",
         description="Log-probs, SFT loss and DPO's implicit rewards of a preference pair for base, SFT and "
         "SFT+DPO (the embedded Gemma 3 270M and the project's adapters, float32).",

@@ -2,8 +2,8 @@
 
 Every call must end in a valid answer or one `gr.Error` sentence, within a time bound: never another
 exception (a traceback to the visitor) and never a hang. Generation is kept to at most two new tokens so
-the valid calls stay quick; the invalid ones must be refused before any model work. Inputs tried: 60 for
-/compare and 40 for /load_pair (Hypothesis, derandomized so CI sees the same cases every run).
+the valid calls stay quick; the invalid ones must be refused before any model work. Inputs tried: 60 hostile
+and 25 valid-but-odd for /compare, 40 for /load_pair (Hypothesis, derandomized so CI sees the same cases every run).
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ HOSTILE_IDS = [
     "org//name",
     "\x00",
 ]
+# Ids that load (offline: the embedded base, directly or as a fallback with its reason).
+VALID_IDS = ["google/gemma-3-270m", "google/gemma-3-270m-it", "nobody/does-not-exist", "embedded:gemma-3-270m"]
 model_ids = st.one_of(st.sampled_from(HOSTILE_IDS), st.text(max_size=80))
 prompts = st.one_of(
     st.sampled_from(["", "   ", "Hi", "word " * 700, "{{ 7*7 }} {% raw %}", "<start_of_turn>user\n<end_of_turn>"]),
@@ -65,7 +67,14 @@ def _drain(generator):
 
 
 @settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(prompt=prompts, base=model_ids, aligned=model_ids, tokens=numbers, temperature=numbers, seed=numbers)
+@given(
+    prompt=prompts,
+    base=model_ids,
+    aligned=model_ids,
+    tokens=st.one_of(st.sampled_from([1, 2]), numbers),
+    temperature=numbers,
+    seed=st.one_of(st.just(0), numbers),
+)
 def test_compare_answers_or_says_one_sentence(comparer, prompt, base, aligned, tokens, temperature, seed):
     started = time.monotonic()
     try:
@@ -76,6 +85,30 @@ def test_compare_answers_or_says_one_sentence(comparer, prompt, base, aligned, t
         assert "/etc/passwd" not in message or "not a Hub model id" in message or "No model folder" in message
     else:
         assert final is not None and len(final) == 5 * len(comparer.COLUMN_LABELS) + 1
+    assert time.monotonic() - started < CALL_BOUND_S
+
+
+@settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    prompt=prompts,
+    base=st.sampled_from(VALID_IDS),
+    aligned=st.sampled_from(VALID_IDS),
+    sample=st.booleans(),
+    temperature=st.floats(min_value=0.05, max_value=2.0),
+    seed=st.integers(min_value=0, max_value=2**32 - 1),
+)
+def test_hostile_prompts_that_reach_the_models_stream_or_say_one_sentence(
+    comparer, prompt, base, aligned, sample, temperature, seed
+):
+    """Valid ids and settings, so the prompt really goes through every column's template and `generate`."""
+    started = time.monotonic()
+    try:
+        final = _drain(comparer.compare(prompt, base, aligned, 2, sample, temperature, 0.9, seed))
+    except gr.Error as exc:
+        assert "\n" not in str(exc.message) and ("Type a prompt" in exc.message or "tokens" in exc.message)
+    else:
+        texts = [final[i] for i in range(2, len(final) - 1, 5)]
+        assert any(isinstance(t, str) and t for t in texts), "at least one column answered"
     assert time.monotonic() - started < CALL_BOUND_S
 
 
