@@ -65,6 +65,21 @@ def in_fresh_thread(fn: Callable[..., T], *args, **kwargs) -> T:
     return outcome["value"]  # type: ignore[return-value]
 
 
+def start_once(name: str, work: Callable[[], object]) -> None:
+    """Run `work` in a daemon thread named `name` the first time this is called with that name; later
+    calls do nothing. The apps' `warm_up()` use it: it returns at once and is safe to call twice."""
+    with _started_lock:
+        if name in _started:
+            return
+        thread = threading.Thread(target=work, name=name, daemon=True)
+        _started[name] = thread
+        thread.start()
+
+
+_started: dict[str, threading.Thread] = {}
+_started_lock = threading.Lock()
+
+
 def on_main_thread(fn: Callable[..., T], *args, **kwargs) -> T:
     """`fn(*args, **kwargs)` on the main thread: at once when called there, else through `serve`'s loop."""
     if threading.current_thread() is threading.main_thread():

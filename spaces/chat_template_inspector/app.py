@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 
 import gradio as gr
 
 from shared.apps import mcp_available
 from shared.chat_templates import ROLES, list_families, parse_messages_json
-from shared.compute import serve
+from shared.compute import serve, start_once
 from shared.hub import shown
 from shared.template_inspect import (
     compare_families,
@@ -337,18 +336,11 @@ with gr.Blocks(title="Chat-template inspector") as demo:
 # Renders are quick; Hub tokenizer downloads are slow, so let a few run side by side.
 demo.queue(default_concurrency_limit=4)
 
-_warm_up_lock = threading.Lock()
-_warm_up_thread: threading.Thread | None = None
-
 
 def warm_up() -> None:
     """Load the embedded tokenizer in the background (a torch import and a 262k vocabulary), so the first
     inspection does not wait for it. Returns at once; calling it again does nothing."""
-    global _warm_up_thread
-    with _warm_up_lock:
-        if _warm_up_thread is None:
-            _warm_up_thread = threading.Thread(target=embedded_tokenizer, name="warm-tokenizer", daemon=True)
-            _warm_up_thread.start()
+    start_once("warm-tokenizer", embedded_tokenizer)
 
 
 if __name__ == "__main__":

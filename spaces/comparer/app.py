@@ -10,12 +10,11 @@ import spaces  # first: on a ZeroGPU Space it must patch CUDA before torch is im
 # isort: split
 import logging
 import math
-import threading
 
 import gradio as gr
 
 from shared.comparer import COLUMN_LABELS, PRESET_PROMPTS, make_columns
-from shared.compute import serve, zero_gpu_active
+from shared.compute import serve, start_once, zero_gpu_active
 from shared.generation import (
     MAX_NEW_TOKENS_CAP,
     MAX_PROMPT_TOKENS,
@@ -161,31 +160,21 @@ def describe_custom(base_id, aligned_id, progress=gr.Progress()):
     return degeneration_note(columns[0].served, columns[1].served)
 
 
-_warm_lock = threading.Lock()
-_warm_thread: threading.Thread | None = None
-
-
 def warm_up() -> None:
     """Fill the result cache for every preset prompt on the default pair in the background, so clicking
     one is instant. Not on ZeroGPU: there is no GPU outside `@spaces.GPU`, and the first visitor to click
     a preset fills the same cache through the GPU function instead."""
-    global _warm_thread
-    if zero_gpu_active():
-        return
-    with _warm_lock:
-        if _warm_thread is not None:
-            return
+    if not zero_gpu_active():
+        start_once("warm-presets", _cache_presets)
 
-        def work():
-            settings = GenerationSettings()
-            for preset in PRESET_PROMPTS:
-                key = RESULTS.key(_DEFAULT_COLUMNS, preset.prompt, settings)
-                if RESULTS.get(key) is None:
-                    RESULTS.put(key, generate_columns(_DEFAULT_COLUMNS, preset.prompt, settings))
-            logger.info("Preset results cached for %d prompts", len(PRESET_PROMPTS))
 
-        _warm_thread = threading.Thread(target=work, name="warm-presets", daemon=True)
-        _warm_thread.start()
+def _cache_presets() -> None:
+    settings = GenerationSettings()
+    for preset in PRESET_PROMPTS:
+        key = RESULTS.key(_DEFAULT_COLUMNS, preset.prompt, settings)
+        if RESULTS.get(key) is None:
+            RESULTS.put(key, generate_columns(_DEFAULT_COLUMNS, preset.prompt, settings))
+    logger.info("Preset results cached for %d prompts", len(PRESET_PROMPTS))
 
 
 with gr.Blocks(title=TITLE) as demo:

@@ -8,11 +8,10 @@ shared/views/logprobs.py.
 from __future__ import annotations
 
 import logging
-import threading
 
 import gradio as gr
 
-from shared.compute import serve
+from shared.compute import serve, start_once
 from shared.logprobs import (
     MAX_TEXT_CHARS,
     cached_result,
@@ -69,28 +68,20 @@ def first_view():
     return (result, *render(result), accuracy_html(read_preference_accuracy()))
 
 
-_warm_up_lock = threading.Lock()
-_warm_up_thread: threading.Thread | None = None
-
-
 def warm_up() -> None:
     """Load the model and score the teaching presets in the background, so they answer at once.
     Returns at once; calling it again does nothing."""
-    global _warm_up_thread
+    start_once("warm-logprob-lens", _score_presets)
 
-    def work():
-        try:
-            load_lens_model()
-            for preset in TEACHING:
-                score_texts(preset.prompt, preset.chosen, preset.rejected)
-            logger.info("Log-prob lens ready; %d presets cached", len(TEACHING))
-        except ValueError as exc:  # e.g. adapters missing: the page says so when a pair is scored
-            logger.warning("Log-prob lens warm-up stopped: %s", exc)
 
-    with _warm_up_lock:
-        if _warm_up_thread is None:
-            _warm_up_thread = threading.Thread(target=work, name="warm-logprob-lens", daemon=True)
-            _warm_up_thread.start()
+def _score_presets() -> None:
+    try:
+        load_lens_model()
+        for preset in TEACHING:
+            score_texts(preset.prompt, preset.chosen, preset.rejected)
+        logger.info("Log-prob lens ready; %d presets cached", len(TEACHING))
+    except ValueError as exc:  # e.g. adapters missing: the page says so when a pair is scored
+        logger.warning("Log-prob lens warm-up stopped: %s", exc)
 
 
 with gr.Blocks(title=TITLE) as demo:
