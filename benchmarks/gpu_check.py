@@ -215,16 +215,11 @@ def run_comparer(folder: Path, max_new_tokens: int, repeats: int, timeout: float
 # --------------------------------------------------------------------------------------------
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """Bad arguments get one line on stderr and exit code 2 (argparse alone also prints the usage)."""
-
-    def error(self, message: str):
-        print(f"error: {message}", file=sys.stderr)
-        raise SystemExit(2)
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = OneLineParser(description=__doc__.splitlines()[0])
+    # shared/cli.py by path: importing the `shared` package here would make the comparer child use this
+    # checkout's copy of it instead of the built Space's.
+    cli = _by_path("pts_cli", REPO_DIR / "shared" / "cli.py")
+    parser = cli.OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dry-run", action="store_true", help="no GPU needed: build the Space, print estimates")
     parser.add_argument("--max-new-tokens", type=int, default=64, help="tokens per column (1 to 512)")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per case for the median (1 to 20)")
@@ -234,8 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:
         return int(exc.code or 0)
     if not 1 <= args.max_new_tokens <= 512 or not 1 <= args.repeats <= 20:
-        print("error: --max-new-tokens must be 1 to 512 and --repeats 1 to 20", file=sys.stderr)
-        return 2
+        return cli.refuse("--max-new-tokens must be 1 to 512 and --repeats 1 to 20")
     if args.comparer_child:
         comparer_child(Path(args.comparer_child), args.max_new_tokens, args.repeats)
         return 0
@@ -243,8 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     if not args.dry_run and not torch.cuda.is_available():
-        print("error: no CUDA GPU here; run this on a GPU machine (or --dry-run to check the set-up)", file=sys.stderr)
-        return 2
+        return cli.refuse("no CUDA GPU here; run this on a GPU machine (or --dry-run to check the set-up)")
     started = time.monotonic()
     deploy = _by_path("pts_deploy", REPO_DIR / "spaces" / "deploy.py")
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:

@@ -16,7 +16,6 @@ Command line (exit code 2 and one line on stderr on any error):
 
 from __future__ import annotations
 
-import argparse
 import functools
 import importlib.util
 import json
@@ -25,6 +24,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from shared.cli import OneLineParser, one_line, read_text, refuse
 from shared.hub import shown
 from shared.template_sandbox import (
     MAX_TEMPLATE_CHARS,
@@ -348,27 +348,16 @@ def render_with_facts(
 # --------------------------------------------------------------------------------------------
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    def error(self, message):
-        self.exit(2, f"error: {' '.join(message.split())} (see --help)\n")
-
-
 def _read_text(path: Path, limit: int, what: str) -> str:
     """At most `limit` characters of a UTF-8 file: a larger one is refused without being read whole."""
-    try:
-        with open(path, encoding="utf-8") as file:
-            text = file.read(limit + 1)
-    except OSError as exc:
-        raise ValueError(f"cannot read {path}: {exc.strerror or type(exc).__name__}") from None
-    except UnicodeDecodeError:
-        raise ValueError(f"cannot read {path}: it is not UTF-8 text") from None
+    text = read_text(path, limit)
     if len(text) > limit:
-        raise ValueError(f"{path} is longer than {limit:,} characters, the limit for {what}")
+        raise ValueError(f"{one_line(path)} is longer than {limit:,} characters, the limit for {what}")
     return text
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _OneLineParser(
+    parser = OneLineParser(
         prog="python -m shared.chat_templates",
         description="Render a conversation with an official chat template (from TRL) or a custom one.",
     )
@@ -402,8 +391,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             rendering = render_family(args.family, messages, **flags)
     except ValueError as exc:
-        sys.stderr.write(f"error: {' '.join(str(exc).split())}\n")
-        return 2
+        return refuse(exc)
     sys.stdout.write(rendering.text)
     sys.stdout.flush()
     return 0

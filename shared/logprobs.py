@@ -28,7 +28,6 @@ Bad input exits with code 2 and one line on stderr.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import hashlib
 import json
@@ -44,6 +43,7 @@ from pathlib import Path
 import yaml
 
 from shared.adapters import ADAPTERS_DIR, BASE_ADAPTER, MODEL_LABELS, PROJECT_ADAPTERS, project_adapter_paths
+from shared.cli import OneLineParser, refuse
 from shared.loading import model_lock
 
 logger = logging.getLogger(__name__)
@@ -609,12 +609,6 @@ def load_presets() -> list[Preset]:
 # --------------------------------------------------------------------------------------------
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    def error(self, message):
-        # The message can quote what was typed, newlines included: keep it to one line.
-        self.exit(2, f"error: {' '.join(message.split())} (see --help)\n")
-
-
 def format_table(result: dict) -> str:
     """The result as a plain-text table (the CLI without --json)."""
     lines = [f"beta = {result['beta']:g} (from {_relative(DPO_RECIPE)})", ""]
@@ -636,7 +630,7 @@ def format_table(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _OneLineParser(
+    parser = OneLineParser(
         allow_abbrev=False,  # "--pre" must not quietly mean --preference-accuracy
         prog="python -m shared.logprobs",
         description="Log-probs, SFT loss and DPO's implicit rewards of a preference pair for base, SFT and "
@@ -662,8 +656,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError("--prompt, --chosen and --rejected are all required")
             result = score_texts(args.prompt, args.chosen, args.rejected)
     except ValueError as exc:
-        sys.stderr.write(f"error: {' '.join(str(exc).split())}\n")
-        return 2
+        return refuse(exc)
     if args.json or args.preference_accuracy:
         sys.stdout.write(json.dumps(result, ensure_ascii=False, indent=None if args.json else 2) + "\n")
     else:

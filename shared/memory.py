@@ -32,9 +32,10 @@ import re
 import stat
 import sys
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from shared.cli import OneLineParser, refuse
 from shared.hub import hub_or_cache, shown
 
 logger = logging.getLogger(__name__)
@@ -750,20 +751,10 @@ class TrainingSetup:
 
     @classmethod
     def from_form(
-        cls,
-        *,
-        method,
-        precision,
-        optimizer,
-        rank,
-        alpha,
-        targets,
-        batch_size,
-        seq_len,
-        gradient_checkpointing,
-        double_quant,
+        cls, method, precision, optimizer, rank, alpha, targets, batch_size, seq_len, checkpointing, double_quant
     ) -> "TrainingSetup":
-        """A checked setup from a web form's loosely typed values (16.0 for 16, None for an empty box)."""
+        """A checked setup from the calculator form's loosely typed values (16.0 for 16, None for an empty box),
+        named and ordered as the form sends them: the fields' order, `checkpointing` for gradient checkpointing."""
         if alpha is not None and not isinstance(alpha, bool) and isinstance(alpha, (int, float)) and alpha == 0:
             alpha = None  # an empty or zero alpha box means the default, 2r
         setup = cls(
@@ -775,7 +766,7 @@ class TrainingSetup:
             targets=targets,
             batch_size=whole_number(batch_size, "The batch size", MAX_BATCH),
             seq_len=whole_number(seq_len, "The sequence length (tokens)", MAX_SEQ_LEN),
-            gradient_checkpointing=bool(gradient_checkpointing),
+            gradient_checkpointing=bool(checkpointing),
             double_quant=bool(double_quant),
         )
         setup.validate()
@@ -949,18 +940,15 @@ def estimate_memory(arch: Architecture, setup: TrainingSetup) -> MemoryEstimate:
         if setup.precision == "bf16-mixed":
             notes.append("Under autocast, activations are estimated with the bf16 layout; that case is not measured.")
     overhead_parts["CUDA context and workspaces"] = CUDA_CONTEXT_BYTES
-    activations = sum(activation_parts.values())
-    overhead = sum(overhead_parts.values())
-    total = weights + quant_constants + gradients + optimizer + activations + overhead
-    parts = dict(
-        weights=weights,
-        quant_constants=quant_constants,
-        gradients=gradients,
-        optimizer=optimizer,
-        activations=activations,
-        overhead=overhead,
-        total=total,
-    )
+    parts = {
+        "weights": weights,
+        "quant_constants": quant_constants,
+        "gradients": gradients,
+        "optimizer": optimizer,
+        "activations": sum(activation_parts.values()),
+        "overhead": sum(overhead_parts.values()),
+    }
+    parts["total"] = sum(parts.values())
     return MemoryEstimate(
         arch.label, setup, base, trainable, percent, modules, parts, activation_parts, overhead_parts, notes
     )
@@ -1156,17 +1144,9 @@ def format_table(est: MemoryEstimate) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-class _UsageError(Exception):
-    """A command-line mistake argparse found; main() prints it as one line."""
-
-
-class _OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str):  # argparse's default prints the whole usage text, then exits
-        raise _UsageError(message)
-
-
 def _parser() -> argparse.ArgumentParser:
-    p = _OneLineParser(prog="python -m shared.memory", description=__doc__.split("\n")[0])
+    # Each setting's destination is the TrainingSetup field it sets.
+    p = OneLineParser(prog="python -m shared.memory", description=__doc__.split("\n")[0])
     p.add_argument(
         "--model", required=True, help="preset (" + ", ".join(preset_names()) + "), Hub id, config.json, or DxD"
     )
@@ -1181,7 +1161,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--seq-len", type=int, default=1024)
     p.add_argument("--gradient-checkpointing", action="store_true")
-    p.add_argument("--no-double-quant", action="store_true", help="QLoRA: fp32 absmax per 64 weights instead of 8-bit")
+    p.add_argument(
+        "--no-double-quant",
+        dest="double_quant",
+        action="store_false",
+        help="QLoRA: fp32 absmax per 64 weights instead of 8-bit",
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     return p
 
@@ -1214,24 +1199,12 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None) -> int:
     try:
         args = _parser().parse_args(argv)
-        setup = TrainingSetup(
-            method=args.method,
-            precision=args.precision,
-            optimizer=args.optimizer,
-            rank=args.rank,
-            alpha=args.alpha,
-            targets=args.targets,
-            batch_size=args.batch_size,
-            seq_len=args.seq_len,
-            gradient_checkpointing=args.gradient_checkpointing,
-            double_quant=not args.no_double_quant,
-        )
+        setup = TrainingSetup(**{f.name: getattr(args, f.name) for f in fields(TrainingSetup)})
         setup.validate()
         # The command line runs as the machine's own user, who may name a local config.json.
         est = estimate_memory(resolve_model(args.model, local_files=True), setup)
-    except (_UsageError, ValueError) as exc:
-        print(f"error: {shown(_one_line(exc)) if isinstance(exc, _UsageError) else _one_line(exc)}", file=sys.stderr)
-        return 2
+    except ValueError as exc:
+        return refuse(exc)
     except SystemExit as exc:  # --help printed its text and asked to exit
         return exc.code if isinstance(exc.code, int) else 0
     print(json.dumps(est.to_dict(), indent=2) if args.json else format_table(est))

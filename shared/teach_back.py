@@ -27,7 +27,6 @@ Input is capped at MAX_CHARS characters (about 500 words): more than the prompt 
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import logging
@@ -39,6 +38,7 @@ from pathlib import Path
 
 import yaml
 
+from shared.cli import OneLineParser, one_line, read_text, refuse
 from shared.compute import in_fresh_thread
 
 logger = logging.getLogger(__name__)
@@ -607,15 +607,6 @@ def format_report(result: GradeResult) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
-class _UsageError(Exception):
-    """A command-line mistake argparse found; main() prints it as one line."""
-
-
-class _OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str):  # argparse's default prints the whole usage text before the error
-        raise _UsageError(message)
-
-
 # The file is read no further than this many characters: enough to tell the learner by how much a long
 # answer is over MAX_CHARS, and a large file (or /dev/zero) is never read whole.
 MAX_READ_CHARS = 4 * MAX_CHARS
@@ -623,27 +614,15 @@ MAX_READ_CHARS = 4 * MAX_CHARS
 
 def read_answer(path: str) -> str:
     """The answer file's text, or ValueError with one sentence (the path as typed, made safe to print)."""
-    from shared.hub import shown
-
-    # is_file() is False for a folder, a device or a pipe (which may never end) and for a path with a NUL byte.
-    if not Path(path).is_file():
-        reason = "no such file" if not Path(path).exists() else "not a regular file"
-        raise ValueError(f"cannot read {shown(path)}: {reason}")
-    try:
-        with open(path, encoding="utf-8") as file:
-            text = file.read(MAX_READ_CHARS + 1)
-    except OSError as err:
-        raise ValueError(f"cannot read {shown(path)}: {err.strerror or 'unreadable'}") from None
-    except UnicodeDecodeError:
-        raise ValueError(f"cannot read {shown(path)}: not UTF-8 text") from None
+    text = read_text(path, MAX_READ_CHARS)
     if len(text) > MAX_READ_CHARS:
-        raise ValueError(f"{shown(path)} holds over {MAX_READ_CHARS:,} characters; the limit is {MAX_CHARS:,}")
+        raise ValueError(f"{one_line(path)} holds over {MAX_READ_CHARS:,} characters; the limit is {MAX_CHARS:,}")
     return text
 
 
 def main(argv: list[str] | None = None) -> int:
     """The command line: 0 with the report on stdout, or 2 with one line on stderr for any bad input."""
-    parser = _OneLineParser(
+    parser = OneLineParser(
         prog="python -m shared.teach_back",
         description="Grade a teach-it-back explanation of post-training (score /10).",
     )
@@ -652,9 +631,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         result = grade(read_answer(args.text_file))
-    except (_UsageError, ValueError) as err:
-        print("error: " + " ".join(str(err).split()), file=sys.stderr)
-        return 2
+    except ValueError as err:
+        return refuse(err)
+    except SystemExit as exc:  # --help (0), or a usage mistake (2) with its one line already on stderr
+        return exc.code
     print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False) if args.json else format_report(result))
     return 0
 

@@ -20,7 +20,6 @@ Space can download gated models); it is never printed, logged or written into a 
 
 from __future__ import annotations
 
-import argparse
 import ast
 import importlib.metadata
 import json
@@ -44,6 +43,7 @@ sys.path.insert(0, str(REPO_DIR))  # run as a script: make `shared` importable f
 
 from shared.adapters import ADAPTERS_DIR, PROJECT_ADAPTERS  # noqa: E402
 from shared.apps import APP_NAMES  # noqa: E402
+from shared.cli import OneLineParser, refuse  # noqa: E402
 from shared.hub import hub_user  # noqa: E402
 from shared.presets import GATED_MODELS  # noqa: E402
 
@@ -101,21 +101,12 @@ class SpaceSpec:
         raw = yaml.safe_load((SPACES_DIR / app / "space.yaml").read_text(encoding="utf-8"))
         spec = cls(
             app=app,
-            title=raw["title"],
-            emoji=raw["emoji"],
-            color_from=raw["colorFrom"],
+            color_from=raw["colorFrom"],  # the Hub's front-matter names
             color_to=raw["colorTo"],
-            short_description=raw["short_description"],
-            hardware=raw["hardware"],
             teaches=raw["teaches"].strip(),
-            models=raw.get("models", []),
-            datasets=raw.get("datasets", []),
-            tags=raw.get("tags", []),
-            mcp=bool(raw.get("mcp", False)),
-            ships_adapters=bool(raw.get("ships_adapters", False)),
-            preload_default_pair=bool(raw.get("preload_default_pair", False)),
-            gated=raw.get("gated", []),
-            api=raw.get("api", []),
+            **{key: raw[key] for key in ("title", "emoji", "short_description", "hardware")},
+            **{key: raw.get(key, []) for key in ("models", "datasets", "tags", "gated", "api")},
+            **{key: bool(raw.get(key, False)) for key in ("mcp", "ships_adapters", "preload_default_pair")},
         )
         spec.check()
         return spec
@@ -561,14 +552,6 @@ def _hub_reason(exc) -> str:
     return f"HTTP {status}: {detail}"
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """Bad arguments get one line on stderr and exit code 2 (argparse alone also prints the usage)."""
-
-    def error(self, message: str):
-        print(f"error: {message}", file=sys.stderr)
-        raise SystemExit(2)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("app", nargs="?", choices=APP_NAMES, help="the app to publish (or --all)")
@@ -612,8 +595,7 @@ def main(argv: list[str] | None = None) -> int:
                 url = publish(app, repo_for(app), private=args.private, set_token_secret=args.set_token_secret)
                 print(f"{app}: {url}")
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return refuse(exc)
     return 0
 
 

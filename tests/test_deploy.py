@@ -31,14 +31,17 @@ DEPLOY = REPO_DIR / "spaces" / "deploy.py"
 SECRET = "hf_NotARealTokenButSecret987"
 
 
-def deploy(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+def python(
+    *args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess:
+    """`python ARGS` in a child process, its output captured as text."""
     return subprocess.run(
-        [sys.executable, str(DEPLOY), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env or os.environ.copy(),
+        [sys.executable, *args], capture_output=True, text=True, timeout=timeout, env=env or os.environ.copy(), cwd=cwd
     )
+
+
+def deploy(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    return python(str(DEPLOY), *args, env=env, timeout=timeout)
 
 
 def deploy_module():
@@ -201,14 +204,9 @@ def test_each_space_requires_what_its_files_import_and_nothing_else(built):
 def test_the_comparer_preloads_the_pair_a_space_starts_with(built):
     """preload_from_hub names the pair the app loads at start on a Space (SPACE_ID set), not the local one."""
     code = "from shared.presets import DEFAULT_PAIR, PRESETS; p = PRESETS[DEFAULT_PAIR]; print(p.base_id, p.aligned_id)"
-    on_spaces = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=dict(os.environ, SPACE_ID="someone/pts-comparer"),
-        check=True,
-    ).stdout.split()
+    proc = python("-c", code, env=dict(os.environ, SPACE_ID="someone/pts-comparer"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    on_spaces = proc.stdout.split()
     from shared.presets import DEFAULT_PAIR, PRESETS
 
     local = PRESETS[DEFAULT_PAIR]
@@ -324,14 +322,7 @@ def servers(built):
 def test_a_built_folder_imports_its_own_shared_copy(built):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     for folder in built.values():
-        proc = subprocess.run(
-            [sys.executable, "-c", "import shared; print(shared.__file__)"],
-            cwd=folder,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        proc = python("-c", "import shared; print(shared.__file__)", env=env, cwd=folder)
         assert Path(proc.stdout.strip()).resolve() == (folder / "shared" / "__init__.py").resolve()
 
 
@@ -344,13 +335,7 @@ def test_readme_api_examples_work_against_the_standalone_folder(built, servers):
         for code in snippets:
             code = code.replace('Client("someone/pts-' + app.replace("_", "-") + '")', f'Client("{servers[app]}")')
             assert servers[app] in code, f"{app}: the snippet does not call the Space"
-            proc = subprocess.run(
-                [sys.executable, "-c", code],
-                capture_output=True,
-                text=True,
-                timeout=180,
-                env=dict(os.environ, HF_HUB_OFFLINE="1"),
-            )
+            proc = python("-c", code, env=dict(os.environ, HF_HUB_OFFLINE="1"), timeout=180)
             assert proc.returncode == 0, f"{app}:\n{code}\n{proc.stderr[-2000:]}"
             assert proc.stdout.strip(), f"{app}: the example printed nothing"
             if "/compare" in code and app == "comparer":

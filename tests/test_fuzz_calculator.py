@@ -351,20 +351,7 @@ def test_endpoint_uploads(folders, raw, name):
     path = uploads / "upload" / name  # where gradio would have saved the visitor's file
     path.parent.mkdir(exist_ok=True)
     path.write_bytes(raw)
-    args = dict(
-        model="",
-        config_file=str(path),
-        method="lora",
-        precision="bf16",
-        optimizer="adamw",
-        rank=8,
-        alpha=16,
-        targets="all-linear",
-        batch_size=1,
-        seq_len=256,
-        checkpointing=False,
-        double_quant=True,
-    )
+    args = {**APP.DEFAULTS, "model": "", "config_file": str(path), "rank": 8, "alpha": 16, "seq_len": 256}
     with _timed("endpoint uploads"):
         _call_endpoint("endpoint uploads", args, uploads.parent, uploads)
 
@@ -399,23 +386,9 @@ def test_issue_13_calculator_defects_are_one_sentence_at_once(folders, defect):
     path = uploads / "defects" / "config.json"
     path.parent.mkdir(exist_ok=True)
     path.write_text(text)
-    args = dict(
-        model="",
-        config_file=str(path),
-        method="lora",
-        precision="bf16",
-        optimizer="adamw",
-        rank=16,
-        alpha=32,
-        targets="all-linear",
-        batch_size=1,
-        seq_len=512,
-        checkpointing=False,
-        double_quant=True,
-    )
     started = time.monotonic()
     with pytest.raises(gr.Error) as info:
-        APP.calculate(**{**args, **changes})
+        APP.calculate(**{**APP.DEFAULTS, "model": "", "config_file": str(path), "seq_len": 512, **changes})
     assert time.monotonic() - started < 1.0  # refused before anything is built
     message = info.value.message
     assert words in message and "\n" not in message and str(uploads) not in message, message

@@ -10,36 +10,15 @@ from shared import memory
 APP = "lora_calculator"  # served by the `client` fixture in conftest.py
 
 
-def _calculate(
-    client,
-    model="llama-3.2-1b",
-    config_file=None,
-    method="lora",
-    precision="bf16",
-    optimizer="adamw",
-    rank=16,
-    alpha=32,
-    targets="all-linear",
-    batch=1,
-    seq=512,
-    ckpt=False,
-    dq=True,
-):
-    return client.predict(
-        model,
-        config_file,
-        method,
-        precision,
-        optimizer,
-        rank,
-        alpha,
-        targets,
-        batch,
-        seq,
-        ckpt,
-        dq,
-        api_name="/calculate",
-    )
+def _args(**changes) -> dict:
+    """`calculate`'s arguments by name: the page's first values at 512 tokens, with `changes`."""
+    from shared.apps import load_app
+
+    return {**load_app(APP).DEFAULTS, "seq_len": 512, **changes}
+
+
+def _calculate(client, **changes):
+    return client.predict(**_args(**changes), api_name="/calculate")
 
 
 def test_lesson_matrix(client):
@@ -92,40 +71,27 @@ def test_a_half_typed_value_keeps_the_last_result_instead_of_popping_an_error():
     from shared.apps import load_app
 
     app = load_app(APP)
-    args = ["llama-3.2-1b", None, "lora", "bf16", "adamw", 16, 32, "all-linear", 1, 512, False, True]
-    summary, *_ = app.calculate_as_you_type(*args)
+    args = _args()
+    summary, *_ = app.calculate_as_you_type(*args.values())  # gradio passes the inputs in order
     assert "Rank 16" in summary
-    args[5] = None  # the rank box, emptied
-    summary, *rest = app.calculate_as_you_type(*args)
+    args["rank"] = None  # the rank box, emptied
+    summary, *rest = app.calculate_as_you_type(*args.values())
     assert summary.startswith("**Not recalculated:**") and "rank" in summary.lower()
     assert all(isinstance(r, type(gr.skip())) for r in rest)
     with pytest.raises(gr.Error):  # the Calculate button (and the API) still report it as an error
-        app.calculate(*args)
+        app.calculate(**args)
 
 
 # --------------------------------------------------------------------------------------------
 # No server paths (issue 13, item 5), calling the endpoint's function directly
 # --------------------------------------------------------------------------------------------
 
-ARGS = dict(
-    method="lora",
-    precision="bf16",
-    optimizer="adamw",
-    rank=16,
-    alpha=32,
-    targets="all-linear",
-    batch_size=1,
-    seq_len=512,
-    checkpointing=False,
-    double_quant=True,
-)
 
-
-def _error(app, **kwargs) -> str:
+def _error(app, model="", **kwargs) -> str:
     import gradio as gr
 
     with pytest.raises(gr.Error) as info:
-        app.calculate(**{**ARGS, "model": "", "config_file": None, **kwargs})
+        app.calculate(**_args(model=model, **kwargs))
     message = info.value.message
     assert message and "\n" not in message
     return message
@@ -175,7 +141,7 @@ def test_an_upload_is_named_by_its_base_name_only(app, uploads):
     good = uploads / "abc123" / "my config.json"
     good.parent.mkdir()
     good.write_text((memory.CONFIG_DIR / "smollm2-135m.json").read_text())
-    summary, *_ = app.calculate(**{**ARGS, "model": "", "config_file": str(good)})
+    summary, *_ = app.calculate(**_args(model="", config_file=str(good)))
     assert summary.startswith("### my config.json: LoRA") and str(uploads) not in summary
     bad = uploads / "abc123" / "deep.json"
     bad.write_text(json.dumps({"model_type": "llama", "num_hidden_layers": 10**6}))
@@ -186,7 +152,7 @@ def test_an_upload_is_named_by_its_base_name_only(app, uploads):
 def test_an_uploaded_name_cannot_add_markup(app, uploads):
     sneaky = uploads / "[click](https:⁄⁄example.com) <img src=x onerror=alert(1)>.json"
     sneaky.write_text((memory.CONFIG_DIR / "smollm2-135m.json").read_text())
-    summary, *_ = app.calculate(**{**ARGS, "model": "", "config_file": str(sneaky)})
+    summary, *_ = app.calculate(**_args(model="", config_file=str(sneaky)))
     heading = summary.splitlines()[0]
     assert "\\[click\\]" in heading and "\\<img" in heading
 

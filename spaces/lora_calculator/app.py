@@ -32,6 +32,21 @@ from shared.views.calculator import (
 
 TITLE = "LoRA / QLoRA memory"
 DEFAULT_MODEL = "llama-3.2-1b"
+# What the page shows first, by `calculate`'s parameter names (and in their order).
+DEFAULTS = {
+    "model": DEFAULT_MODEL,
+    "config_file": None,
+    "method": "lora",
+    "precision": "bf16",
+    "optimizer": "adamw",
+    "rank": 16,
+    "alpha": 32,
+    "targets": "all-linear",
+    "batch_size": 1,
+    "seq_len": 1024,
+    "checkpointing": False,
+    "double_quant": True,
+}
 EXAMPLE_MODELS = memory.preset_names() + ["4096x4096"]
 # The one answer for an upload that cannot be opened, wherever it points: no hint about the server's files.
 UPLOAD_UNREADABLE = "The uploaded config could not be read: upload the config.json again."
@@ -94,16 +109,7 @@ def calculate(
     try:
         # The cheap checks first: a bad rank or sequence length is refused before any model is built.
         setup = TrainingSetup.from_form(
-            method=method,
-            precision=precision,
-            optimizer=optimizer,
-            rank=rank,
-            alpha=alpha,
-            targets=targets,
-            batch_size=batch_size,
-            seq_len=seq_len,
-            gradient_checkpointing=checkpointing,
-            double_quant=double_quant,
+            method, precision, optimizer, rank, alpha, targets, batch_size, seq_len, checkpointing, double_quant
         )
         arch = _uploaded_architecture(config_file) if config_file else memory.resolve_model(model)
         estimates = {e.setup.method: e for e in memory.compare_methods(arch, setup)}
@@ -159,38 +165,48 @@ with gr.Blocks(title=TITLE) as demo:
         with gr.Column(scale=2):
             model = gr.Dropdown(
                 EXAMPLE_MODELS,
-                value=DEFAULT_MODEL,
+                value=DEFAULTS["model"],
                 allow_custom_value=True,
                 label="Model: a preset, any Hub id (org/name, config only), or a matrix like 4096x4096",
             )
             config_file = gr.File(
                 label="…or upload a config.json (used instead when given)", file_types=[".json"], type="filepath"
             )
-            method = gr.Radio(list(METHODS), value="lora", label="Method")
+            method = gr.Radio(list(METHODS), value=DEFAULTS["method"], label="Method")
             with gr.Row():
                 precision = gr.Radio(
                     list(PRECISIONS),
-                    value="bf16",
+                    value=DEFAULTS["precision"],
                     label="Precision",
                     info="bf16: bf16 weights and grads, fp32 AdamW moments. bf16-mixed: AMP, fp32 master weights.",
                 )
-                optimizer = gr.Dropdown(list(OPTIMIZERS), value="adamw", label="Optimizer")
+                optimizer = gr.Dropdown(list(OPTIMIZERS), value=DEFAULTS["optimizer"], label="Optimizer")
             with gr.Row():
-                batch_size = gr.Number(value=1, precision=0, minimum=1, maximum=memory.MAX_BATCH, label="Batch size")
-                seq_len = gr.Number(
-                    value=1024, precision=0, minimum=1, maximum=memory.MAX_SEQ_LEN, label="Sequence length (tokens)"
+                batch_size = gr.Number(
+                    value=DEFAULTS["batch_size"], precision=0, minimum=1, maximum=memory.MAX_BATCH, label="Batch size"
                 )
-                checkpointing = gr.Checkbox(value=False, label="Gradient checkpointing")
+                seq_len = gr.Number(
+                    value=DEFAULTS["seq_len"],
+                    precision=0,
+                    minimum=1,
+                    maximum=memory.MAX_SEQ_LEN,
+                    label="Sequence length (tokens)",
+                )
+                checkpointing = gr.Checkbox(value=DEFAULTS["checkpointing"], label="Gradient checkpointing")
         with gr.Column(scale=1):
-            rank = gr.Number(value=16, precision=0, minimum=1, maximum=memory.MAX_WIDTH, label="LoRA rank r")
-            alpha = gr.Number(value=32, label="LoRA alpha (scaling α/r; no effect on memory)")
+            rank = gr.Number(
+                value=DEFAULTS["rank"], precision=0, minimum=1, maximum=memory.MAX_WIDTH, label="LoRA rank r"
+            )
+            alpha = gr.Number(value=DEFAULTS["alpha"], label="LoRA alpha (scaling α/r; no effect on memory)")
             targets = gr.Dropdown(
                 ["all-linear", "attention"],
-                value="all-linear",
+                value=DEFAULTS["targets"],
                 allow_custom_value=True,
                 label="Target modules: all-linear, attention, or a list like q_proj,v_proj",
             )
-            double_quant = gr.Checkbox(value=True, label="QLoRA double quantization (8-bit absmax constants)")
+            double_quant = gr.Checkbox(
+                value=DEFAULTS["double_quant"], label="QLoRA double quantization (8-bit absmax constants)"
+            )
             button = gr.Button("Calculate", variant="primary")
     summary = gr.Markdown()
     chart = gr.BarPlot(
@@ -209,39 +225,15 @@ with gr.Blocks(title=TITLE) as demo:
     fits = gr.Dataframe(label="Which GPUs it fits on", interactive=False)
     notes = gr.Markdown()
 
-    inputs = [
-        model,
-        config_file,
-        method,
-        precision,
-        optimizer,
-        rank,
-        alpha,
-        targets,
-        batch_size,
-        seq_len,
-        checkpointing,
-        double_quant,
-    ]
+    # The training setup's controls, in TrainingSetup's field order: what `calculate` takes after the model.
+    training = [method, precision, optimizer, rank, alpha, targets, batch_size, seq_len, checkpointing, double_quant]
+    inputs = [model, config_file, *training]
     outputs = [summary, modules, chart, fits, notes]
     gr.on([button.click, demo.load], calculate, inputs, outputs, api_name="calculate")
     # Every control that changes the bill recalculates at once (alpha does not change memory). Only the newest
     # change runs, so holding a spin button down does not queue a calculation per step.
-    live = [
-        model,
-        config_file,
-        method,
-        precision,
-        optimizer,
-        rank,
-        targets,
-        batch_size,
-        seq_len,
-        checkpointing,
-        double_quant,
-    ]
     gr.on(
-        [c.change for c in live],
+        [c.change for c in inputs if c is not alpha],
         calculate_as_you_type,
         inputs,
         outputs,
