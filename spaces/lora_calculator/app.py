@@ -12,13 +12,13 @@ opened as a path on the server, and no message shows where the server keeps an u
 from __future__ import annotations
 
 import os
-import threading
 
 import gradio as gr
 from gradio.utils import get_upload_folder, is_in_or_equal
 
 from shared import memory
 from shared.apps import mcp_available
+from shared.compute import start_once
 from shared.memory import METHODS, OPTIMIZERS, PRECISIONS, TrainingSetup
 from shared.views.calculator import (
     METHOD_ORDER,
@@ -138,20 +138,10 @@ def calculate_as_you_type(*inputs):
         return (f"**Not recalculated:** {exc.message}",) + (gr.skip(),) * 4
 
 
-_warm_up_lock = threading.Lock()
-_warm_up_thread: threading.Thread | None = None
-
-
 def warm_up() -> None:
     """Import transformers and build the default preset in the background, so the page's first result does
     not wait for them. Returns at once; calling it again does nothing."""
-    global _warm_up_thread
-    with _warm_up_lock:
-        if _warm_up_thread is None:
-            _warm_up_thread = threading.Thread(
-                target=memory.resolve_model, args=(DEFAULT_MODEL,), name="warm-calculator", daemon=True
-            )
-            _warm_up_thread.start()
+    start_once("warm-calculator", lambda: memory.resolve_model(DEFAULT_MODEL))
 
 
 with gr.Blocks(title=TITLE) as demo:
