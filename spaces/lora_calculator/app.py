@@ -18,7 +18,7 @@ from gradio.utils import get_upload_folder, is_in_or_equal
 
 from shared import memory
 from shared.apps import mcp_available
-from shared.compute import start_once
+from shared.compute import serve, start_once
 from shared.memory import METHODS, OPTIMIZERS, PRECISIONS, TrainingSetup
 from shared.views.calculator import (
     METHOD_ORDER,
@@ -235,4 +235,4 @@ with gr.Blocks(title=TITLE) as demo:
 
 if __name__ == "__main__":
     warm_up()
-    demo.launch(mcp_server=mcp_available())  # also an MCP tool server when gradio[mcp] is installed
+    serve(demo, mcp_server=mcp_available())  # also an MCP tool server when gradio[mcp] is installed
