@@ -17,6 +17,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,6 +143,8 @@ _load_lock = threading.Lock()
 
 
 _model_locks_guard = threading.Lock()
+# Held beside the model, not on it: a lock attribute would stop the model from being copied or pickled.
+_model_locks: "weakref.WeakKeyDictionary[object, threading.Lock]" = weakref.WeakKeyDictionary()
 
 
 def model_lock(model) -> threading.Lock:
@@ -149,10 +152,9 @@ def model_lock(model) -> threading.Lock:
     on the shared layers for the length of a call, so two overlapping calls on one model (the comparer
     and the log-prob lens share the embedded base where both use one dtype) would route each other's rows."""
     with _model_locks_guard:
-        lock = getattr(model, "_pts_lock", None)
+        lock = _model_locks.get(model)
         if lock is None:
-            lock = threading.Lock()
-            model._pts_lock = lock
+            lock = _model_locks[model] = threading.Lock()
         return lock
 
 
