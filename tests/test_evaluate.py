@@ -218,3 +218,46 @@ def test_pointing_to_crisis_help_instead_of_answering_is_a_refusal():
     answer = "I'm really sorry you're feeling this way. You can call or text 988, or find a line at findahelpline.com."
     assert is_refusal(answer) and not refuses_then_complies(answer)
     assert not is_refusal("If someone is choking, call emergency services and give five back blows.")
+
+
+def test_saved_answers_are_reused_only_when_they_cover_every_prompt(tmp_path):
+    from train.evaluate import FEW_SHOT_LABEL, read_answers
+
+    rows = [
+        {"prompt": "capital of japan", "kind": "factual", "expected": ["Tokyo"]},
+        {"prompt": "Hi!", "kind": "general"},
+    ]
+    saved = tmp_path / "answers.jsonl"
+    lines = [
+        {"model": "sft", **rows[0], "answer": "Tokyo.", "stopped": True},
+        {"model": "sft", **rows[1], "answer": "Hello!", "stopped": True},
+        {"model": FEW_SHOT_LABEL, **rows[0], "answer": "Tokyo.", "stopped": True},
+        {"model": "base", **rows[1], "answer": "Hi! Hi! Hi!", "stopped": False},
+    ]
+    saved.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    reused = read_answers(str(saved), rows, ["sft", FEW_SHOT_LABEL, "base"])
+    assert [a.text for a in reused["sft"]] == ["Tokyo.", "Hello!"] and reused["sft"][1].prompt is rows[1]
+    assert [a.text for a in reused[FEW_SHOT_LABEL]] == ["Tokyo."]  # the ceiling covers factual rows only
+    assert "base" not in reused  # one prompt missing: asked again, never half reused
+
+
+def test_cards_written_before_evaluation_get_the_table_later(tmp_path):
+    from train.model_card import update_evaluation, write_model_card
+
+    write_model_card(
+        tmp_path,
+        stage="sft",
+        base_model="embedded:gemma-3-270m",
+        datasets=["train/data/sft_distilled.jsonl"],
+        recipe_path=None,
+        command="python train/sft.py --config r.yaml",
+        results=None,
+        answers=None,
+    )
+    assert "Not evaluated in this run" in (tmp_path / "README.md").read_text(encoding="utf-8")
+    results = {"base, raw few-shot text": {"factual": 58.0}, "sft": score([_answer("general", "Hi!")])}
+    update_evaluation(tmp_path, results, {"sft": [_answer("general", "Hi!", "Hello")]})
+    card = (tmp_path / "README.md").read_text(encoding="utf-8")
+    assert "Not evaluated" not in card and "| base, raw few-shot text |" in card and "58 %" in card
+    assert "python train/sft.py --config r.yaml" in card and card.count("## Evaluation") == 1
+    assert "**Prompt:** Hello" in card

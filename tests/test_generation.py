@@ -242,8 +242,8 @@ def test_retiring_finished_rows_from_their_adapter_changes_no_output(adapted, ge
 
 def test_whitespace_next_tokens_are_never_blank_rows():
     """The top-5 panel: a newline or space token must be readable, and every token keeps its own row."""
-    from shared.views.comparer import top_next_confidences
     from shared.generation import ColumnResult
+    from shared.views.comparer import top_next_confidences
 
     result = ColumnResult("base", top_next=[("\n\n", 0.5), ("▁Paris", 0.2), ("▁", 0.1), ("▁▁", 0.05), ("", 0.01)])
     assert top_next_confidences(result) == {"⏎⏎": 0.5, " Paris": 0.2, "␣": 0.1, "␣␣": 0.05, "(empty)": 0.01}
