@@ -19,9 +19,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the benchmark is about the embed
 
 import torch  # noqa: E402
 
+from shared.adapters import BASE_ADAPTER  # noqa: E402
 from shared.comparer import make_columns  # noqa: E402
 from shared.generation import GenerationSettings, build_input_ids, generate_columns, stop_token_ids  # noqa: E402
-from shared.models import BASE_ADAPTER, DEFAULT_PAIR, PRESETS  # noqa: E402
+from shared.presets import DEFAULT_PAIR, PRESETS  # noqa: E402
 
 PROMPT = "What is the capital of France?"
 # A preset the adapter columns answer at length, so no row finishes early (the costly case).
@@ -98,8 +99,10 @@ def main() -> None:
     times["bare model.generate, main thread (run last)"] = [timed(bare_generate) for _ in range(args.repeats)]
 
     lengths = [len(r.generated_ids) for r in generate_columns(columns, PROMPT, settings)]
-    print(f"prompt={PROMPT!r} max_new_tokens={args.max_new_tokens} generated={lengths} "
-          f"repeats={args.repeats} threads={torch.get_num_threads()}")
+    print(
+        f"prompt={PROMPT!r} max_new_tokens={args.max_new_tokens} generated={lengths} "
+        f"repeats={args.repeats} threads={torch.get_num_threads()}"
+    )
     for name, values in times.items():
         print(f"{name:<44} median {statistics.median(values):6.2f} s   runs {[round(v, 2) for v in values]}")
     single = statistics.median(times["streamed, 1 column"])
@@ -111,8 +114,10 @@ def main() -> None:
     long_ratio = statistics.median(times[f"long answers: streamed, {len(columns)} columns"]) / statistics.median(
         times["long answers: streamed, 1 column"]
     )
-    print(f"long answers ({LONG_PROMPT!r}, generated={long_lengths}): "
-          f"columns={len(columns)} ratio_vs_single={long_ratio:.3f}")
+    print(
+        f"long answers ({LONG_PROMPT!r}, generated={long_lengths}): "
+        f"columns={len(columns)} ratio_vs_single={long_ratio:.3f}"
+    )
     pair = statistics.median(times["streamed, 2 columns (base + aligned)"]) / single
     print(f"columns=2 (base + aligned) ratio_vs_single={pair:.3f}")
     print(f"columns={len(columns)} ratio_vs_single={ratio:.3f}")

@@ -100,13 +100,14 @@ def hub_or_cache(model_id: str, load: Callable[[bool], T]) -> T:
         raise ValueError(reason) from exc
 
 
-def hub_user() -> str:
-    """The user name the Hub sees for the current token."""
+def hub_user(token: str | None = None) -> str:
+    """The user name the Hub sees for `token` (default: HF_TOKEN or the saved login). The token is passed
+    to huggingface_hub and nowhere else."""
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError, OfflineModeIsEnabled
 
     try:
-        user = HfApi().whoami()
+        user = HfApi(token=token).whoami()
     except LocalTokenNotFoundError:
         raise ValueError("No Hugging Face token: set HF_TOKEN or run `hf auth login` before pushing.") from None
     except OfflineModeIsEnabled:

@@ -13,7 +13,7 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="session")
 def gemma_tokenizer():
     """The real Gemma 3 tokenizer of the embedded model (read from the GGUF once, then cached)."""
-    from shared.models import load_embedded_tokenizer
+    from shared.embedded import load_embedded_tokenizer
 
     return load_embedded_tokenizer()
 
@@ -22,23 +22,12 @@ def gemma_tokenizer():
 def tiny_gemma(gemma_tokenizer):
     """A tiny random Gemma 3 text model with the real 262k vocabulary: fast, but every code path is real."""
     import torch
-    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+    from transformers import Gemma3ForCausalLM
+
+    from train.common import tiny_gemma_config
 
     torch.manual_seed(0)
-    config = Gemma3TextConfig(
-        vocab_size=len(gemma_tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=16,
-        sliding_window=64,
-        max_position_embeddings=1024,
-        pad_token_id=gemma_tokenizer.pad_token_id,
-        bos_token_id=gemma_tokenizer.bos_token_id,
-        eos_token_id=gemma_tokenizer.eos_token_id,
-    )
+    config = tiny_gemma_config(gemma_tokenizer, width=32)
     model = Gemma3ForCausalLM(config).eval()
     return model
 

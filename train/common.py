@@ -67,9 +67,30 @@ class PipelineArguments:
 # --------------------------------------------------------------------------------------------
 
 
+def tiny_gemma_config(tokenizer, width: int):
+    """A 2-layer Gemma 3 text config `width` values wide with the real Gemma vocabulary: every code path
+    of the real model, in milliseconds (the CI recipe's base, and the tests' tiny model)."""
+    from transformers import Gemma3TextConfig
+
+    return Gemma3TextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=width,
+        intermediate_size=2 * width,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=width // 2,
+        sliding_window=64,
+        max_position_embeddings=1024,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+
+
 def tiny_checkpoint_dir() -> Path:
     """A tiny random Gemma 3 with the real Gemma tokenizer, saved once: the CI recipe's base model."""
-    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+    from transformers import Gemma3ForCausalLM
 
     target = CACHE_DIR / "tiny-gemma3"
     if (target / "model.safetensors").is_file():
@@ -77,20 +98,7 @@ def tiny_checkpoint_dir() -> Path:
     tokenizer = load_embedded_tokenizer()
     torch.manual_seed(0)
     # 64-wide layers: bitsandbytes quantizes NF4 in blocks of 64 values, so every Linear quantizes.
-    config = Gemma3TextConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=32,
-        sliding_window=64,
-        max_position_embeddings=1024,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
+    config = tiny_gemma_config(tokenizer, width=64)
     tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
     Gemma3ForCausalLM(config).save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)

@@ -22,7 +22,6 @@ without any post-training. Metrics:
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import re
@@ -31,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shared.chat_templates import end_of_turn_token, official_template
+from shared.cli import OneLineParser, refuse
 from shared.generation import GenerationSettings, generate_batch
 from train.common import DATA_DIR, EMBEDDED_MODEL, load_eval_prompts, resolve_model_path
 
@@ -353,7 +353,7 @@ def read_answers(path: str, rows: list[dict], labels: list[str]) -> dict[str, li
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Evaluate base / SFT / SFT+DPO adapters on held-out prompts.")
+    parser = OneLineParser(description="Evaluate base / SFT / SFT+DPO adapters on held-out prompts.")
     parser.add_argument(
         "--adapter",
         action="append",
@@ -376,6 +376,12 @@ def main(argv: list[str] | None = None) -> int:
         "--write_cards",
         action="store_true",
         help="Write the table into each evaluated adapter's model card (README.md).",
+    )
+    parser.add_argument(
+        "--preference_accuracy",
+        action="store_true",
+        help="Also measure the shipped adapters' held-out preference accuracy (train/data/dpo_heldout.jsonl, "
+        "DPO's implicit reward) and store it in train/adapters/preference_accuracy.json for the log-prob lens.",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -403,8 +409,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(f"{file} has no {label!r} answers for every prompt")
             reuse.update(found)
     except (ValueError, OSError, KeyError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return refuse(exc)
     results, answers = evaluate(adapters, base_model, rows, reuse=reuse, with_base=not args.no_base)
     if args.answers:
         with open(args.answers, "w", encoding="utf-8") as out:
@@ -420,6 +425,11 @@ def main(argv: list[str] | None = None) -> int:
             update_evaluation(
                 path, {k: results[k] for k in upto if k in results}, {k: answers[k] for k in upto if k in answers}
             )
+    if args.preference_accuracy:
+        from shared.logprobs import write_preference_accuracy
+
+        accuracy = write_preference_accuracy()
+        logger.info("Held-out preference accuracy: %s", accuracy)
     print(json.dumps(results, indent=2) if args.json else markdown_table(results))
     return 0
 
