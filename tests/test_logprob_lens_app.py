@@ -82,7 +82,10 @@ def test_the_app_keeps_the_protocol(client):
     app.warm_up()
     app.warm_up()  # idempotent
     assert time.perf_counter() - started < 0.5, "warm_up must return at once"
-    app._warm_up_thread.join(timeout=300)
+    from shared import compute
+
+    (thread,) = [t for name, t in compute._started.items() if name == "warm-logprob-lens"]  # started once
+    thread.join(timeout=300)
     # Warmed up, every teaching preset answers from the cache: the page's first view shows numbers.
     from shared.logprobs import cached_result
 
