@@ -128,6 +128,10 @@ class _ModelCache:
             if key in self._entries:
                 self._entries[key].pinned = True
 
+    def holds(self, model) -> bool:
+        with self._lock:
+            return any(entry.model is model for entry in self._entries.values())
+
     def total_bytes(self) -> int:
         with self._lock:
             return sum(e.n_bytes for e in self._entries.values())
@@ -381,26 +385,29 @@ def load_model(
     """
     canonical = canonical_model_id(model_id)
     device = device or default_device()
-    fallback_key = (_cache_key(canonical), aligned, project_adapters, device)
-    with _fallbacks_lock:
-        resolved_at, served = _fallbacks.get(fallback_key, (0.0, None))
-    # A fallback is re-tried after the Hub probe's TTL, so a Hub that comes back is noticed.
-    if served is not None and time.monotonic() - resolved_at < HUB_PROBE_TTL_S:
-        return served
+    key = (_cache_key(canonical), aligned, project_adapters, device)
+    with _resolved_lock:
+        resolved_at, served = _resolved.get(key, (0.0, None))
+    # A served model is reused while its weights stay loaded: its template renders and end-of-turn token are
+    # worked out once, not per request. A fallback is re-tried after the Hub probe's TTL, so a Hub that comes
+    # back is noticed.
+    if served is not None and _MODELS.holds(served.model):
+        if not served.is_fallback or time.monotonic() - resolved_at < HUB_PROBE_TTL_S:
+            return served
     served = _resolve(canonical, device, aligned, project_adapters, progress, pin)
-    if served.is_fallback:
-        with _fallbacks_lock:
-            _fallbacks[fallback_key] = (time.monotonic(), served)
-            while len(_fallbacks) > _MAX_REMEMBERED_FALLBACKS:
-                del _fallbacks[next(iter(_fallbacks))]
+    with _resolved_lock:
+        _resolved[key] = (time.monotonic(), served)
+        while len(_resolved) > _MAX_REMEMBERED:
+            del _resolved[next(iter(_resolved))]
     return served
 
 
-# Ids that recently fell back -> (when, ServedModel on the embedded model). Remembered so every request
-# does not retry the Hub and log the same warning again. Successful loads live in the model cache.
-_fallbacks: dict[tuple, tuple[float, ServedModel]] = {}
-_fallbacks_lock = threading.Lock()
-_MAX_REMEMBERED_FALLBACKS = 64
+# (model id, aligned, project adapters, device) -> (when, ServedModel). Remembered so a request neither
+# rebuilds the served view (a sandboxed render for a model's own template) nor, after a fallback, retries
+# the Hub and logs the same warning again. The weights themselves live in the model cache.
+_resolved: dict[tuple, tuple[float, ServedModel]] = {}
+_resolved_lock = threading.Lock()
+_MAX_REMEMBERED = 64
 
 
 def _resolve(canonical: str, device: str, aligned: bool, project_adapters: bool, progress, pin: bool) -> ServedModel:
