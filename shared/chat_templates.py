@@ -102,6 +102,11 @@ def family_for_model_type(model_type: str) -> str | None:
     return TEMPLATE_FOR_MODEL_TYPE.get(model_type)
 
 
+def tokenizer_variables(tokenizer) -> dict[str, str]:
+    """The names a tokenizer passes its chat template (`bos_token`, `eos_token`, …), as `apply_chat_template` does."""
+    return {key: value for key, value in tokenizer.special_tokens_map.items() if isinstance(value, str)}
+
+
 def end_of_turn_token(tokenizer, chat_template: str) -> str | None:
     """The special token the template closes an assistant turn with (what the sampler stops on).
 
@@ -113,7 +118,7 @@ def end_of_turn_token(tokenizer, chat_template: str) -> str | None:
     """
     marker = "Sure."
     messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": marker}]
-    variables = {key: value for key, value in tokenizer.special_tokens_map.items() if isinstance(value, str)}
+    variables = tokenizer_variables(tokenizer)
     if is_shipped_template(chat_template):
         text, _ = render_template(chat_template, messages, variables=variables)
     else:

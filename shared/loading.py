@@ -286,16 +286,13 @@ class ServedModel:
         return _render_untrusted_chat(self, messages, add_generation_prompt)
 
 
-def _template_variables(tokenizer) -> dict[str, str]:
-    return {key: value for key, value in tokenizer.special_tokens_map.items() if isinstance(value, str)}
-
-
 def _sandbox_render(served: ServedModel, messages: list[dict], add_generation_prompt: bool) -> str:
+    from shared.chat_templates import tokenizer_variables
     from shared.template_sandbox import render_untrusted
 
     job = {"messages": messages, "add_generation_prompt": add_generation_prompt}
     try:
-        (result,) = render_untrusted(served.chat_template, [job], _template_variables(served.tokenizer))
+        (result,) = render_untrusted(served.chat_template, [job], tokenizer_variables(served.tokenizer))
     except ValueError as exc:  # TemplateError is a ValueError with a one-line message
         raise ValueError(f"The chat template of {shown(served.served_id)} failed: {exc}") from None
     if "error" in result:
