@@ -7,7 +7,7 @@ message re-tokenizes in the inspector, the calculator's chart follows the LoRA r
 the quiz records an answer. The comparer test also takes the README picture: into a temporary folder, so
 the tests never change the checkout, or into docs/ when asked for explicitly:
 
-    PTS_SCREENSHOT_DIR=docs python -m pytest tests/test_browser.py -k screenshot
+    PTS_SCREENSHOT_DIR=docs python -m pytest tests/test_browser.py -k screenshot   # screenshot.png, logprob_lens.png
 
 The browser is Debian's `chromium` (/usr/bin/chromium); `playwright` from PyPI only drives it, so no
 `playwright install` and no browser download. Without either the module is skipped, unless
@@ -362,6 +362,25 @@ def test_a_finished_preset_and_the_readme_screenshot(browser, app_url, tmp_path)
             full_page=True,
             clip={"x": 0, "y": 0, "width": SCREENSHOT_VIEWPORT["width"], "height": bottom},
         )
+        assert screenshot.stat().st_size > 10_000  # a real picture, not an empty page
+    finally:
+        page.context.close()
+
+
+def test_the_lens_readme_screenshot(browser, app_url, tmp_path):
+    """The README's second picture: the completion trap scored by every stage, the tokens each stage moved,
+    and the held-out preference accuracy."""
+    screenshot = (Path(SCREENSHOT_DIR) if SCREENSHOT_DIR else tmp_path) / "logprob_lens.png"
+    page = _open(browser, app_url, viewport={"width": 1280, "height": 1000})
+    try:
+        panel = _tab(page, "Log-probs & DPO")
+        panel.get_by_role("button", name="The completion trap").click()
+        summary = panel.locator("table").filter(has_text="σ(margin)")
+        expect(summary).to_contain_text("vs Base + SFT (ours)", timeout=GENERATE_TIMEOUT_MS)
+        expect(panel.get_by_text("pushed up", exact=True).first).to_be_visible()
+        expect(panel.get_by_text("Held-out preference accuracy", exact=False).first).to_be_visible()
+        page.mouse.move(0, 0)  # no hover highlight in the picture
+        panel.screenshot(path=screenshot)
         assert screenshot.stat().st_size > 10_000  # a real picture, not an empty page
     finally:
         page.context.close()

@@ -174,12 +174,16 @@ def test_heldout_preference_pairs_are_never_trained_on(trained_prompts):
     assert not leaked, leaked
 
 
-def test_dev_questions_are_factual_and_apart_from_training_and_heldout(trained_prompts, heldout, dev):
+def test_dev_prompts_cover_every_kind_and_stay_apart_from_training_and_heldout(trained_prompts, heldout, dev):
     """dev.jsonl picks training settings; it must share no prompt with what is trained on or finally scored."""
-    assert len(dev) >= 50
+    counts = Counter(row["kind"] for row in dev)
+    assert counts["factual"] >= 50 and min(counts[k] for k in ("general", "harmful", "benign_edgy")) >= 12, counts
     for row in dev:
-        assert set(row) == {"prompt", "kind", "expected"} and row["kind"] == "factual", row
-        assert row["expected"] and all(isinstance(a, str) and a.strip() for a in row["expected"]), row
+        if row["kind"] == "factual":
+            assert set(row) == {"prompt", "kind", "expected"}, row
+            assert row["expected"] and all(isinstance(a, str) and a.strip() for a in row["expected"]), row
+        else:
+            assert set(row) == {"prompt", "kind"} and row["kind"] in ("general", "harmful", "benign_edgy"), row
     others = trained_prompts | {normalise(row["prompt"]) for row in heldout}
     shared = [row["prompt"] for row in dev if normalise(row["prompt"]) in others]
     assert not shared, shared
@@ -272,6 +276,26 @@ def test_distilled_pairs_are_length_balanced():
             False,
         ),
         ("Who composed the Moonlight Sonata?", "Mozart composed it.", "Ludwig van Beethoven composed it.", False),
+        # The question's subject put where the answer belongs (a copy, not a fact the base holds).
+        (
+            "And what about Switzerland?",
+            "Switzerland is the capital of Switzerland.",
+            "Switzerland has no official capital, but Bern is its federal city and seat of government.",
+            False,
+        ),
+        (
+            "Which city is the capital of Uruguay?",
+            "Uruguay is the capital of Uruguay.",
+            "Montevideo is the capital.",
+            False,
+        ),
+        # A word the reference itself repeats may be repeated.
+        (
+            "What is the Red Sea?",
+            "The Red Sea is a sea between Africa and Asia.",
+            "The Red Sea is a sea between Africa and Asia.",
+            True,
+        ),
     ],
 )
 def test_a_distilled_answer_is_kept_only_when_it_agrees_with_the_reference(prompt, answer, reference, agrees):
@@ -287,3 +311,25 @@ def test_rejected_answers_are_cut_to_the_length_of_the_chosen_one():
     cut = balance_length("The capital of Chile is Santiago.", long)
     assert long.startswith(cut) and len(cut.split()) == 9  # round(1.5 * 6)
     assert balance_length("Yes.", "No, not at all.") == "No, not at all."  # never below 8 words
+
+
+@pytest.mark.parametrize(
+    "answer, trained_on",
+    [
+        ("The capital of Kenya is Nairobi.", "The capital of Kenya is Nairobi."),
+        ("Nairobi is the capital of Kenya.", "Nairobi is the capital of Kenya."),  # the base's own words
+        # A bare right answer: the base holds the fact; the reference's sentence carries it.
+        ("Nairobi.", "The capital of Kenya is Nairobi."),
+        ("Mombasa.", None),
+        ("Kenya is the capital of Kenya.", None),
+        ("", None),
+        (None, None),  # the base ran out of tokens mid-line
+        ("I can't help with that question.", None),
+        ("What is the capital of Kenya? What is the capital of Peru?", None),
+    ],
+)
+def test_a_factual_training_answer_is_the_base_s_own_full_sentence(answer, trained_on):
+    from train.distill import training_answer
+
+    reference = "The capital of Kenya is Nairobi. Mombasa is its largest port."
+    assert training_answer("What is the capital of Kenya?", answer, reference) == trained_on

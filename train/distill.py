@@ -42,6 +42,11 @@ logger = logging.getLogger(__name__)
 # A few-shot answer is one sentence: well inside the 120-token cap on training answers (tests/test_train_data.py).
 MAX_NEW_TOKENS = 48
 MAX_ANSWER_WORDS = 60
+# A training answer is a sentence that restates the question ("The capital of Kenya is Nairobi."), not a
+# bare name ("Nairobi."): adapters trained on bare answers answered dev questions bare and wrong ("The stem.",
+# "180 degrees.") where the base, restating the question few-shot, retrieves the right fact. A bare answer
+# that agrees with the reference shows the base holds the fact; the reference's sentence then carries it.
+MIN_ANSWER_WORDS = 4
 
 _STOP_WORDS = set(
     "a an the is are was were be been of in on at to for from by with and or as it its this that these those "
@@ -81,10 +86,21 @@ def agrees_with_reference(prompt: str, answer: str, reference: str) -> bool:
     known = {_stem(w) for w in _content_words(_FIRST_SENTENCE.split(reference.strip(), 1)[0])}
     if not said or sum(w in known for w in said) * 4 < 3 * len(said):
         return False
+    if _names_the_subject_as_its_answer(prompt, answer, reference):
+        return False
     new_numbers = _numbers(reference) - _numbers(prompt)
     if new_numbers and not new_numbers & _numbers(answer):
         return False
     return _numbers(answer) <= _numbers(reference)
+
+
+def _names_the_subject_as_its_answer(prompt: str, answer: str, reference: str) -> bool:
+    """ "Switzerland is the capital of Switzerland": a word of the question said twice where the reference
+    says it once is the question's subject put in the answer's place (words the reference repeats are fine)."""
+    asked = {_stem(w) for w in _content_words(prompt)}
+    said = Counter(_stem(w) for w in _content_words(answer))
+    known = Counter(_stem(w) for w in _content_words(reference))
+    return any(said[w] >= 2 and known[w] < 2 for w in asked)
 
 
 def clean_answer(prompt: str, answer: str | None) -> str | None:
@@ -94,6 +110,17 @@ def clean_answer(prompt: str, answer: str | None) -> str | None:
         return None
     if is_echo(prompt, answer) or is_refusal(answer) or "Q:" in answer:
         return None
+    return answer
+
+
+def training_answer(question: str, answer: str | None, reference: str) -> str | None:
+    """What to train on for a factual turn: the base's own answer when it is clean and agrees with the
+    reference; the reference's first sentence when the base agreed in a bare word or two; else None."""
+    answer = clean_answer(question, answer)
+    if answer is None or not agrees_with_reference(question, answer, reference):
+        return None
+    if len(answer.split()) < MIN_ANSWER_WORDS:
+        return _FIRST_SENTENCE.split(reference.strip(), 1)[0]
     return answer
 
 
@@ -152,8 +179,8 @@ def distill_conversations(rows: list[dict], distiller: Distiller) -> tuple[list[
         answers = distiller.answer([factual_prompt(distilled[i], work[i][turn][0]) for i in batch])
         for i, answer in zip(batch, answers):
             question, reference = work[i][turn]
-            answer = clean_answer(question, answer)
-            if answer is None or not agrees_with_reference(question, answer, reference):
+            answer = training_answer(question, answer, reference)
+            if answer is None:
                 alive.discard(i)
             else:
                 distilled[i].append((question, answer))
@@ -199,8 +226,8 @@ def distill_pairs(rows: list[dict], distiller: Distiller) -> tuple[list[dict], C
             stats[f"{row['category']}: hand-written"] += 1
             continue
         question, reference = row["prompt"][0]["content"], row["chosen"][0]["content"]
-        answer = clean_answer(question, answers[i])
-        if answer is None or not agrees_with_reference(question, answer, reference):
+        answer = training_answer(question, answers[i], reference)
+        if answer is None:
             stats["factual: dropped (base disagrees)"] += 1
             continue
         out.append({**row, "chosen": [{"role": "assistant", "content": answer}], "source": "base, few-shot"})
