@@ -4,8 +4,8 @@
 
 What a visitor clicks and sees: every tab renders, a comparer preset streams into both columns, an edited
 message re-tokenizes in the inspector, the calculator's chart follows the LoRA rank, a flashcard flips and
-the quiz records an answer. The comparer test also takes the README picture: into a temporary folder, so
-the tests never change the checkout, or into docs/ when asked for explicitly:
+the quiz records an answer. Two tests also take the README pictures (the comparer and the log-prob lens):
+into a temporary folder, so the tests never change the checkout, or into docs/ when asked for explicitly:
 
     PTS_SCREENSHOT_DIR=docs python -m pytest tests/test_browser.py -k screenshot   # screenshot.png, logprob_lens.png
 

@@ -25,7 +25,6 @@ for a given base checkpoint and library versions.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import re
@@ -33,6 +32,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from shared.cli import OneLineParser, refuse
 from shared.generation import GenerationSettings, generate_batch
 from train.common import DATA_DIR, EMBEDDED_MODEL
 from train.evaluate import FEW_SHOT_EXAMPLES, first_line, is_echo, is_refusal, load_variants, newline_stop_ids
@@ -83,10 +83,10 @@ def agrees_with_reference(prompt: str, answer: str, reference: str) -> bool:
     """
     asked = {_stem(w) for w in _content_words(prompt)}
     said = [_stem(w) for w in _content_words(answer) if _stem(w) not in asked]
-    known = {_stem(w) for w in _content_words(_FIRST_SENTENCE.split(reference.strip(), 1)[0])}
+    known = {_stem(w) for w in _content_words(_first_sentence(reference))}
     if not said or sum(w in known for w in said) * 4 < 3 * len(said):
         return False
-    if _names_the_subject_as_its_answer(prompt, answer, reference):
+    if _names_the_subject_as_its_answer(asked, answer, reference):
         return False
     new_numbers = _numbers(reference) - _numbers(prompt)
     if new_numbers and not new_numbers & _numbers(answer):
@@ -94,10 +94,14 @@ def agrees_with_reference(prompt: str, answer: str, reference: str) -> bool:
     return _numbers(answer) <= _numbers(reference)
 
 
-def _names_the_subject_as_its_answer(prompt: str, answer: str, reference: str) -> bool:
-    """ "Switzerland is the capital of Switzerland": a word of the question said twice where the reference
-    says it once is the question's subject put in the answer's place (words the reference repeats are fine)."""
-    asked = {_stem(w) for w in _content_words(prompt)}
+def _first_sentence(text: str) -> str:
+    return _FIRST_SENTENCE.split(text.strip(), 1)[0]
+
+
+def _names_the_subject_as_its_answer(asked: set[str], answer: str, reference: str) -> bool:
+    """ "Switzerland is the capital of Switzerland": a word of the question (`asked`, stemmed) said twice where
+    the reference says it once is the question's subject put in the answer's place (words the reference
+    repeats are fine)."""
     said = Counter(_stem(w) for w in _content_words(answer))
     known = Counter(_stem(w) for w in _content_words(reference))
     return any(said[w] >= 2 and known[w] < 2 for w in asked)
@@ -120,7 +124,7 @@ def training_answer(question: str, answer: str | None, reference: str) -> str | 
     if answer is None or not agrees_with_reference(question, answer, reference):
         return None
     if len(answer.split()) < MIN_ANSWER_WORDS:
-        return _FIRST_SENTENCE.split(reference.strip(), 1)[0]
+        return _first_sentence(reference)
     return answer
 
 
@@ -249,7 +253,7 @@ def _write(path: Path, rows: list[dict]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Let the base model write its own SFT and DPO answers.")
+    parser = OneLineParser(description="Let the base model write its own SFT and DPO answers.")
     parser.add_argument("--sft", default=str(DATA_DIR / "sft.jsonl"), help="Hand-written conversations.")
     parser.add_argument("--dpo", default=str(DATA_DIR / "dpo.jsonl"), help="Hand-written preference pairs.")
     parser.add_argument("--sft_out", default=str(DATA_DIR / "sft_distilled.jsonl"))
@@ -261,8 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         sft_rows, dpo_rows = _read(Path(args.sft)), _read(Path(args.dpo))
     except (OSError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return refuse(exc)
     distiller = Distiller(args.model)
     jobs = {"sft": (distill_conversations, sft_rows, args.sft_out), "dpo": (distill_pairs, dpo_rows, args.dpo_out)}
     for name, (distill, rows, target) in jobs.items():
