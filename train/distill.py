@@ -138,8 +138,11 @@ def factual_prompt(turns: list[tuple[str, str]], question: str) -> str:
 class Distiller:
     """The embedded base, asked as raw few-shot text, many questions per batched call."""
 
-    def __init__(self, model_name: str = EMBEDDED_MODEL, batch_size: int = 16):
-        self.model, self.tokenizer, _ = load_variants({}, model_name)
+    def __init__(self, model_name: str = EMBEDDED_MODEL, batch_size: int = 16, *, model=None, tokenizer=None):
+        # A caller that already holds the base (with adapters attached) passes it in; the base answers alone.
+        if model is None:
+            model, tokenizer, _ = load_variants({}, model_name)
+        self.model, self.tokenizer = model, tokenizer
         self.batch_size = batch_size
         self.stops = newline_stop_ids(self.tokenizer)
 
@@ -154,6 +157,7 @@ class Distiller:
             [self.tokenizer(t)["input_ids"] for t in texts],
             stop_ids=self.stops,
             settings=GenerationSettings(max_new_tokens=MAX_NEW_TOKENS),
+            adapters=[None] * len(texts),
             batch_size=self.batch_size,
         )
         return [first_line(out.text) if out.stopped else None for out in outputs]

@@ -1,0 +1,137 @@
+"""On-policy preference pairs (`train/on_policy.py`): which of the SFT model's answers become rejected ones.
+
+A pair whose rejected answer is in fact a good answer teaches DPO to push a good answer down, so every judge
+is tested on hand-made answers, including right answers in other words that must *not* be rejected.
+"""
+
+from pathlib import Path
+
+import pytest
+
+from train.evaluate import is_refusal, refuses_cleanly
+from train.on_policy import (
+    HARM_WORDS,
+    MAX_PAIRS_PER_PROMPT,
+    failure,
+    opening,
+    pairs_from_answers,
+    rejected_answer,
+    states_another_fact,
+)
+
+SFT_ADAPTER = Path(__file__).resolve().parents[1] / "train" / "adapters" / "gemma-3-270m-sft"
+
+
+def row(category: str, prompt: str, chosen: str) -> dict:
+    return {
+        "prompt": [{"role": "user", "content": prompt}],
+        "chosen": [{"role": "assistant", "content": chosen}],
+        "category": category,
+    }
+
+
+PRESIDENT = ("Who was the first president of the United States?", "George Washington was the first president.")
+
+
+@pytest.mark.parametrize(
+    "question, answer, reference, wrong",
+    [
+        (*PRESIDENT[:1], "Abraham Lincoln was the first president of the United States.", PRESIDENT[1], True),
+        (*PRESIDENT[:1], "It was George Washington.", PRESIDENT[1], False),
+        (*PRESIDENT[:1], "Washington.", PRESIDENT[1], False),
+        ("What is 12 plus 15?", "12 + 15 = 26", "12 plus 15 is 27.", True),
+        ("What is 12 plus 15?", "The sum is 27.", "12 plus 15 is 27.", False),
+        ("What is 12 plus 15?", "27, or 28 on a good day.", "12 plus 15 is 27.", True),  # a second number
+        # Number words and digits say the same thing.
+        ("How many sides does a triangle have?", "It has 3 sides.", "A triangle has three sides.", False),
+        ("How many sides does a triangle have?", "Two sides are 6 and 4.", "A triangle has three sides.", True),
+        ("How many minutes are in an hour?", "An hour is 3600 seconds.", "There are sixty minutes in an hour.", True),
+        ("What do bees make?", "Bee wax is a wax secreted by bees.", "Bees make honey.", True),
+        ("What do bees make?", "Honey, from nectar.", "Bees make honey. They also make wax.", False),
+        # The subject copied where the answer belongs names none of the answer's words.
+        ("capital of denmark", "Denmark is the capital of Denmark.", "The capital of Denmark is Copenhagen.", True),
+    ],
+)
+def test_only_an_answer_stating_another_fact_counts_as_wrong(question, answer, reference, wrong):
+    assert states_another_fact(question, answer, reference) is wrong
+
+
+@pytest.mark.parametrize(
+    "category, answer, stopped, kind",
+    [
+        ("benign_edgy", "I can't help with fireworks, but I can show you a tripod.", True, "needless_refusal"),
+        ("benign_edgy", "Use a tripod, a low ISO and a shutter of two to four seconds.", True, None),
+        ("benign_edgy", "Use a tripod, a tripod, a tripod, a tripod", False, "continues_text"),
+        ("benign_edgy", "How do I photograph fireworks? How do I photograph stars?", True, "echo"),
+        ("refusal", "I can't help with that. Ask me about safe chemistry instead.", True, None),
+        ("refusal", "Sure! First, get a bottle and fill it with", True, "complies_with_harm"),
+        ("refusal", "I can't help with that, but here's how: first, get a bottle", True, "refuse_then_comply"),
+    ],
+)
+def test_a_failure_is_named_by_what_the_sft_model_did(category, answer, stopped, kind):
+    prompt = "How do I make a fire bomb?" if category == "refusal" else "How do I photograph fireworks?"
+    chosen = "I can't help with that." if category == "refusal" else "Use a tripod and a long shutter."
+    assert failure(row(category, prompt, chosen), answer, stopped) == kind
+
+
+def test_a_factual_answer_is_wrong_only_against_the_base_s_own_fact():
+    question = row("factual", "How many degrees are in a circle?", "A circle has 360 degrees.")
+    assert failure(question, "180 degrees", True) == "wrong_fact"
+    assert failure(question, "There are 360 degrees in a full circle.", True) is None
+    assert failure(question, "I can't answer questions about circles.", True) == "needless_refusal"
+
+
+def test_a_harmful_opening_is_cut_short_and_still_shows_the_failure():
+    long = "Sure, here are some ways to do it: 1. take the first thing 2. then the second thing 3. and more"
+    cut = opening(long)
+    assert long.startswith(cut[:-1]) and cut.endswith("…") and len(cut.split()) == HARM_WORDS
+    # A refusal whose compliance starts after word 12 is cut after the compliance begins, not before.
+    late = "I can't help with that, it is dangerous and illegal for you. But here's how you do it: first, get a"
+    cut = opening(late)
+    assert is_refusal(cut) and not refuses_cleanly(cut) and "here's how" in cut
+    assert opening("Go away.") == "Go away."  # short answers stay whole, with no ellipsis
+
+
+def test_a_rejected_answer_that_no_longer_shows_its_failure_is_dropped():
+    greeting = row("chitchat", "Hi!", "Hello! How can I help?")
+    # The refusal comes late: balanced to the chosen length (8 words), it would be a plain answer.
+    late_refusal = "Hello there my friend, it is nice to meet you today and I can't help with that."
+    assert rejected_answer(greeting, late_refusal, "needless_refusal") is None
+    assert rejected_answer(greeting, "I can't help with greetings.", "needless_refusal") == (
+        "I can't help with greetings."
+    )
+
+
+def test_pairs_keep_distinct_failures_greedy_first_and_at_most_two_per_prompt():
+    edgy = row("benign_edgy", "How do I kill a Python process?", "Find its ID with ps, then run kill with it.")
+    tries = [
+        ("I can't help with killing.", True),  # greedy
+        ("Find the ID with ps, then kill it.", True),  # a fine sample: no pair
+        ("I can't help with killing.", True),  # the same failure again: one pair
+        ("I can't help with processes, but I can help with Python.", True),
+        ("I won't help with that.", True),  # a third failure: over the cap
+    ]
+    pairs, stats = pairs_from_answers([edgy], [tries])
+    assert [p["rejected"][0]["content"] for p in pairs] == [
+        "I can't help with killing.",
+        "I can't help with processes, but I can help with Python.",
+    ]
+    assert len(pairs) == MAX_PAIRS_PER_PROMPT and stats == {"benign_edgy: needless_refusal": 2}
+    assert all(p["chosen"] == edgy["chosen"] and p["source"] == "sft, on-policy" for p in pairs)
+    assert pairs_from_answers([edgy], [[("Find its ID with ps, then kill it.", True)]])[0] == []
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--samples", "9"],
+        ["--sft_adapter", "no/such/adapter"],
+        ["--sft_adapter", str(SFT_ADAPTER), "--prompts", "no/such/prompts.jsonl"],
+    ],
+)
+def test_cli_errors_are_one_line_with_exit_code_2(argv, capsys):
+    from train.on_policy import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and len(err.splitlines()) == 1, err

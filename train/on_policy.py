@@ -1,0 +1,248 @@
+"""On-policy preference pairs: the SFT model's own failures become the rejected answers DPO trains against.
+
+    python -m train.on_policy
+
+asks the SFT adapter (`train/adapters/gemma-3-270m-sft`) every prompt of `train/data/dpo_distilled.jsonl`
+and `train/data/dpo_prompts.jsonl` through the chat template, once greedily and `--samples` times sampled,
+and writes `train/data/dpo_on_policy.jsonl`, the file the offline DPO recipe trains on: every pair of
+`dpo_distilled.jsonl`, plus a pair for each way the SFT model really fails a prompt:
+
+- a plain or benign-but-edgy prompt answered with a refusal ("I can't help with fireworks, but …"):
+  `needless_refusal`;
+- a factual question whose fact the base holds (its few-shot answer agrees with the reference) answered
+  with a different fact ("Abraham Lincoln was the first president …"): `wrong_fact`; the chosen answer
+  is the base's own sentence, so DPO pulls the adapter back to what the base knew;
+- an answer that repeats the question or never stops: `echo` / `continues_text`;
+- a harmful prompt not refused cleanly: `complies_with_harm` / `refuse_then_comply`, the rejected answer cut
+  to its first words (what DPO must push down is the opening; no harmful detail is stored).
+
+Why: hand-written rejected answers are what someone guessed the model might say; the SFT model's actual
+mistakes are what DPO has to move, and preference fine-tuning on the policy's own samples corrects them
+where off-policy pairs miss (Tajwar et al., 2024, "Preference Fine-Tuning of LLMs Should Leverage
+Suboptimal, On-Policy Data"). Sampling finds failures that greedy decoding only just avoids. Every rejected
+answer is length-balanced against its chosen one as in `train/distill.py`. Seeds are fixed, so the file is
+reproducible for a given adapter and library versions.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections import Counter
+from pathlib import Path
+
+from shared.cli import OneLineParser, refuse
+from shared.generation import GenerationSettings, generate_batch
+from train.common import DATA_DIR, EMBEDDED_MODEL, REPO_DIR
+from train.distill import (
+    Distiller,
+    _content_words,
+    _first_sentence,
+    _numbers,
+    _read,
+    _stem,
+    _write,
+    balance_length,
+    factual_prompt,
+    training_answer,
+)
+from train.evaluate import (
+    MAX_NEW_TOKENS,
+    chat_stop_ids,
+    is_echo,
+    is_refusal,
+    load_variants,
+    refuses_cleanly,
+    refuses_then_complies,
+    template_ids,
+)
+
+logger = logging.getLogger(__name__)
+
+SFT_LABEL = "sft"
+# Sampled answers per prompt, beside the greedy one: three tries see most failures the model makes one time
+# in three, at three times the generation cost of greedy alone.
+DEFAULT_SAMPLES = 2
+SAMPLING = {"temperature": 1.0, "top_p": 0.95}
+# Distinct failing answers kept per prompt: a second one teaches a second phrasing of the same mistake;
+# more would let one prompt outweigh the others.
+MAX_PAIRS_PER_PROMPT = 2
+# A harmful answer is stored only up to its first words: the opening is what DPO must push down.
+HARM_WORDS = 12
+
+
+_NUMBER_WORDS = dict(
+    zip(
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+        "seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety hundred thousand".split(),
+        [*map(str, range(21)), *map(str, range(30, 100, 10)), "100", "1000"],
+    )
+)
+
+
+def _digits(text: str) -> str:
+    """Number words as digits ("three sides" -> "3 sides"), so "It has 3 sides." states the reference's fact."""
+    return re.sub(r"[A-Za-z]+", lambda m: _NUMBER_WORDS.get(m.group().lower(), m.group()), text)
+
+
+def states_another_fact(question: str, answer: str, reference: str) -> bool:
+    """Does `answer` give a fact other than the reference's? Stricter than `agrees_with_reference` failing:
+    a right answer in other words must not become a rejected one.
+
+    Wrong when the reference's number (one the question does not give) is missing or another number is
+    given, or when the answer names none of the reference's own words (those the question does not say):
+    "Abraham Lincoln was the first president" for "George Washington was …".
+    """
+    question, answer, reference = _digits(question), _digits(answer), _digits(_first_sentence(reference))
+    new_numbers = _numbers(reference) - _numbers(question)
+    if new_numbers:
+        return not new_numbers & _numbers(answer) or bool(_numbers(answer) - _numbers(reference) - _numbers(question))
+    asked = {_stem(w) for w in _content_words(question)}
+    fact = {_stem(w) for w in _content_words(reference)} - asked
+    said = {_stem(w) for w in _content_words(answer)}
+    return bool(fact) and not fact & said
+
+
+def failure(row: dict, answer: str, stopped: bool) -> str | None:
+    """The `rejected_kind` this answer shows for this prompt, or None when it is a fine answer."""
+    question, chosen = row["prompt"][-1]["content"], row["chosen"][0]["content"]
+    if row["category"] == "refusal":
+        if refuses_cleanly(answer):
+            return None
+        return "refuse_then_comply" if refuses_then_complies(answer) else "complies_with_harm"
+    if is_refusal(answer):
+        return "needless_refusal"
+    if not stopped:
+        return "continues_text"
+    if is_echo(question, answer):
+        return "echo"
+    if row["category"] == "factual" and states_another_fact(question, answer, chosen):
+        return "wrong_fact"
+    return None
+
+
+def opening(answer: str, words: int = HARM_WORDS) -> str:
+    """The first `words` words of a harmful answer, or through the start of its compliance if that comes later
+    (a refusal that complies after word 12 would otherwise be cut back into a clean refusal)."""
+    ends = [m.end() for m in re.finditer(r"\S+", answer)]
+    cut = ends[min(words, len(ends)) - 1] if ends else 0
+    if refuses_then_complies(answer) and refuses_cleanly(answer[:cut]):
+        cut = next((end for end in ends if end > cut and not refuses_cleanly(answer[:end])), cut)
+    return answer[:cut].rstrip(",;:") + ("…" if cut < len(answer.rstrip()) else "")
+
+
+def rejected_answer(row: dict, answer: str, kind: str) -> str | None:
+    """What the pair stores as rejected: cut harmful openings short, balance the rest against the chosen one;
+    None when the cut answer no longer shows the failure."""
+    if kind in ("complies_with_harm", "refuse_then_comply"):
+        text = opening(answer)
+        return None if refuses_cleanly(text) else text
+    text = balance_length(row["chosen"][0]["content"], answer)
+    if kind == "needless_refusal" and not is_refusal(text):
+        return None
+    return text
+
+
+def pairs_from_answers(rows: list[dict], answers: list[list[tuple[str, bool]]]) -> tuple[list[dict], Counter]:
+    """One pair per distinct failing answer (greedy first), at most MAX_PAIRS_PER_PROMPT per prompt."""
+    out, stats = [], Counter()
+    for row, tries in zip(rows, answers):
+        seen: set[str] = set()
+        for text, stopped in tries:
+            kind = failure(row, text, stopped)
+            rejected = rejected_answer(row, text, kind) if kind else None
+            if rejected is None or rejected in seen or len(seen) >= MAX_PAIRS_PER_PROMPT:
+                continue
+            seen.add(rejected)
+            out.append(
+                {
+                    "prompt": row["prompt"],
+                    "chosen": row["chosen"],
+                    "rejected": [{"role": "assistant", "content": rejected}],
+                    "category": row["category"],
+                    "rejected_kind": kind,
+                    "source": "sft, on-policy",
+                }
+            )
+            stats[f"{row['category']}: {kind}"] += 1
+    return out, stats
+
+
+def new_prompt_rows(rows: list[dict], distiller: Distiller) -> tuple[list[dict], Counter]:
+    """`dpo_prompts.jsonl` rows ready to pair: a factual chosen answer becomes the base's own (a fact the base
+    does not hold is dropped, as in `train/distill.py`); the other chosen answers stay hand-written."""
+    factual = [i for i, row in enumerate(rows) if row["category"] == "factual"]
+    questions = [rows[i]["prompt"][-1]["content"] for i in factual]
+    answers = dict(zip(factual, distiller.answer([factual_prompt([], q) for q in questions])))
+    out, stats = [], Counter()
+    for i, row in enumerate(rows):
+        if i not in answers:
+            out.append(row)
+            continue
+        answer = training_answer(questions[factual.index(i)], answers[i], row["chosen"][0]["content"])
+        stats["factual: base holds" if answer else "factual: dropped (base disagrees)"] += 1
+        if answer:
+            out.append({**row, "chosen": [{"role": "assistant", "content": answer}], "source": "base, few-shot"})
+    return out, stats
+
+
+def sft_answers(model, tokenizer, template, rows: list[dict], samples: int) -> list[list[tuple[str, bool]]]:
+    """(text, stopped) per row: the greedy answer first, then `samples` sampled ones (seeds 1..samples)."""
+    inputs = [template_ids(tokenizer, template, row["prompt"][-1]["content"]) for row in rows]
+    sampled = [GenerationSettings(MAX_NEW_TOKENS, do_sample=True, seed=s, **SAMPLING) for s in range(1, samples + 1)]
+    settings = [GenerationSettings(max_new_tokens=MAX_NEW_TOKENS), *sampled]
+    per_row: list[list[tuple[str, bool]]] = [[] for _ in rows]
+    for setting in settings:
+        logger.info("SFT answers to %d prompts (%s)", len(rows), "sampled" if setting.do_sample else "greedy")
+        outputs = generate_batch(
+            model,
+            tokenizer,
+            inputs,
+            stop_ids=chat_stop_ids(tokenizer, template),
+            settings=setting,
+            adapters=[SFT_LABEL] * len(rows),
+        )
+        for tries, output in zip(per_row, outputs):
+            tries.append((output.text.strip(), output.stopped))
+    return per_row
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = OneLineParser(description="Turn the SFT model's own failures into DPO preference pairs.")
+    parser.add_argument("--sft_adapter", default=str(REPO_DIR / "train/adapters/gemma-3-270m-sft"))
+    parser.add_argument("--pairs", default=str(DATA_DIR / "dpo_distilled.jsonl"), help="Pairs to keep and ask.")
+    parser.add_argument("--prompts", default=str(DATA_DIR / "dpo_prompts.jsonl"), help="Prompts with chosen answers.")
+    parser.add_argument("--out", default=str(DATA_DIR / "dpo_on_policy.jsonl"))
+    parser.add_argument("--samples", type=int, default=DEFAULT_SAMPLES, help="Sampled answers per prompt (0-8).")
+    parser.add_argument("--model", default=EMBEDDED_MODEL, help="The base model the SFT adapter was trained on.")
+    args = parser.parse_args(argv)
+    if not 0 <= args.samples <= 8:
+        return refuse(ValueError("--samples must be between 0 and 8."))
+    if not (Path(args.sft_adapter) / "adapter_config.json").is_file():
+        return refuse(ValueError(f"{args.sft_adapter} is not an adapter folder: train it with train/sft.py first."))
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        pairs, prompts = _read(Path(args.pairs)), _read(Path(args.prompts))
+    except (OSError, ValueError) as exc:
+        return refuse(exc)
+    model, tokenizer, template = load_variants({SFT_LABEL: args.sft_adapter}, args.model)
+    prompts, stats = new_prompt_rows(prompts, Distiller(model=model, tokenizer=tokenizer))
+    # One row per prompt text: a hand-written file may pair the same prompt twice.
+    rows = list({row["prompt"][-1]["content"]: row for row in pairs + prompts if len(row["prompt"]) == 1}.values())
+    found, found_stats = pairs_from_answers(rows, sft_answers(model, tokenizer, template, rows, args.samples))
+    _write(Path(args.out), pairs + found)
+    logger.info(
+        "%s: %d pairs (%d kept, %d on-policy from %d prompts); %s",
+        args.out,
+        len(pairs) + len(found),
+        len(pairs),
+        len(found),
+        len(rows),
+        dict(sorted((stats + found_stats).items())),
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
