@@ -221,8 +221,14 @@ def balance_length(chosen: str, rejected: str) -> str:
 
 
 def distill_pairs(rows: list[dict], distiller: Distiller) -> tuple[list[dict], Counter]:
-    """Factual `chosen` answers become the base's own where it agrees with the reference; other pairs stay.
-    Every rejected answer is then length-balanced against its (final) chosen one."""
+    """`distill_chosen`, then every rejected answer length-balanced against its (final) chosen one."""
+    out, stats = distill_chosen(rows, distiller)
+    return [_balanced(row) for row in out], stats
+
+
+def distill_chosen(rows: list[dict], distiller: Distiller) -> tuple[list[dict], Counter]:
+    """Factual `chosen` answers become the base's own where it agrees with the reference; a row whose fact the
+    base gets wrong is dropped; other rows stay (pairs here, and `train/on_policy.py`'s prompts)."""
     stats: Counter = Counter()
     factual = [i for i, row in enumerate(rows) if row["category"] == "factual" and len(row["prompt"]) == 1]
     questions = [rows[i]["prompt"][0]["content"] for i in factual]
@@ -240,7 +246,7 @@ def distill_pairs(rows: list[dict], distiller: Distiller) -> tuple[list[dict], C
             continue
         out.append({**row, "chosen": [{"role": "assistant", "content": answer}], "source": "base, few-shot"})
         stats["factual: distilled"] += 1
-    return [_balanced(row) for row in out], stats
+    return out, stats
 
 
 def _balanced(row: dict) -> dict:

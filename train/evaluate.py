@@ -183,14 +183,23 @@ def newline_stop_ids(tokenizer) -> set[int]:
     return {i for i, token in enumerate(tokens) if token and "\n" in token} | {tokenizer.eos_token_id}
 
 
-def generate_answers(model, tokenizer, template, rows, adapter: str | None, batch_size: int = 16) -> list[Answer]:
-    """Greedy answers through the chat template, for every row, through one adapter (or none)."""
+def generate_answers(
+    model,
+    tokenizer,
+    template,
+    rows,
+    adapter: str | None,
+    batch_size: int = 16,
+    settings: GenerationSettings | None = None,
+) -> list[Answer]:
+    """Answers through the chat template, for every row, through one adapter (or none): greedy unless
+    `settings` say otherwise (train/on_policy.py samples too)."""
     outputs = generate_batch(
         model,
         tokenizer,
         [template_ids(tokenizer, template, r["prompt"]) for r in rows],
         stop_ids=chat_stop_ids(tokenizer, template),
-        settings=GenerationSettings(max_new_tokens=MAX_NEW_TOKENS),
+        settings=settings or GenerationSettings(max_new_tokens=MAX_NEW_TOKENS),
         adapters=[adapter] * len(rows),
         batch_size=batch_size,
     )

@@ -33,7 +33,7 @@ from collections import Counter
 from pathlib import Path
 
 from shared.cli import OneLineParser, refuse
-from shared.generation import GenerationSettings, generate_batch
+from shared.generation import GenerationSettings
 from train.common import DATA_DIR, EMBEDDED_MODEL, REPO_DIR
 from train.distill import (
     Distiller,
@@ -44,18 +44,16 @@ from train.distill import (
     _stem,
     _write,
     balance_length,
-    factual_prompt,
-    training_answer,
+    distill_chosen,
 )
 from train.evaluate import (
     MAX_NEW_TOKENS,
-    chat_stop_ids,
+    generate_answers,
     is_echo,
     is_refusal,
     load_variants,
     refuses_cleanly,
     refuses_then_complies,
-    template_ids,
 )
 
 logger = logging.getLogger(__name__)
@@ -169,42 +167,16 @@ def pairs_from_answers(rows: list[dict], answers: list[list[tuple[str, bool]]]) 
     return out, stats
 
 
-def new_prompt_rows(rows: list[dict], distiller: Distiller) -> tuple[list[dict], Counter]:
-    """`dpo_prompts.jsonl` rows ready to pair: a factual chosen answer becomes the base's own (a fact the base
-    does not hold is dropped, as in `train/distill.py`); the other chosen answers stay hand-written."""
-    factual = [i for i, row in enumerate(rows) if row["category"] == "factual"]
-    questions = [rows[i]["prompt"][-1]["content"] for i in factual]
-    answers = dict(zip(factual, distiller.answer([factual_prompt([], q) for q in questions])))
-    out, stats = [], Counter()
-    for i, row in enumerate(rows):
-        if i not in answers:
-            out.append(row)
-            continue
-        answer = training_answer(questions[factual.index(i)], answers[i], row["chosen"][0]["content"])
-        stats["factual: base holds" if answer else "factual: dropped (base disagrees)"] += 1
-        if answer:
-            out.append({**row, "chosen": [{"role": "assistant", "content": answer}], "source": "base, few-shot"})
-    return out, stats
-
-
 def sft_answers(model, tokenizer, template, rows: list[dict], samples: int) -> list[list[tuple[str, bool]]]:
     """(text, stopped) per row: the greedy answer first, then `samples` sampled ones (seeds 1..samples)."""
-    inputs = [template_ids(tokenizer, template, row["prompt"][-1]["content"]) for row in rows]
+    prompts = [{"prompt": row["prompt"][-1]["content"]} for row in rows]
     sampled = [GenerationSettings(MAX_NEW_TOKENS, do_sample=True, seed=s, **SAMPLING) for s in range(1, samples + 1)]
-    settings = [GenerationSettings(max_new_tokens=MAX_NEW_TOKENS), *sampled]
     per_row: list[list[tuple[str, bool]]] = [[] for _ in rows]
-    for setting in settings:
+    for setting in [GenerationSettings(max_new_tokens=MAX_NEW_TOKENS), *sampled]:
         logger.info("SFT answers to %d prompts (%s)", len(rows), "sampled" if setting.do_sample else "greedy")
-        outputs = generate_batch(
-            model,
-            tokenizer,
-            inputs,
-            stop_ids=chat_stop_ids(tokenizer, template),
-            settings=setting,
-            adapters=[SFT_LABEL] * len(rows),
-        )
-        for tries, output in zip(per_row, outputs):
-            tries.append((output.text.strip(), output.stopped))
+        answers = generate_answers(model, tokenizer, template, prompts, SFT_LABEL, settings=setting)
+        for tries, answer in zip(per_row, answers):
+            tries.append((answer.text, answer.stopped))
     return per_row
 
 
@@ -227,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         return refuse(exc)
     model, tokenizer, template = load_variants({SFT_LABEL: args.sft_adapter}, args.model)
-    prompts, stats = new_prompt_rows(prompts, Distiller(model=model, tokenizer=tokenizer))
+    prompts, stats = distill_chosen(prompts, Distiller(model=model, tokenizer=tokenizer))
     # One row per prompt text: a hand-written file may pair the same prompt twice.
     rows = list({row["prompt"][-1]["content"]: row for row in pairs + prompts if len(row["prompt"]) == 1}.values())
     found, found_stats = pairs_from_answers(rows, sft_answers(model, tokenizer, template, rows, args.samples))
