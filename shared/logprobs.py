@@ -8,7 +8,9 @@ and base + SFT + DPO (one set of weights, the project's adapters routed per row)
 - the SFT loss: the mean negative log-likelihood over those same tokens (what SFT minimises);
 - against the stage before (SFT vs the base; SFT+DPO vs SFT, DPO's reference), the implicit rewards
   r = β·(log π(y|x) − log π_ref(y|x)), the margin r_w − r_l, σ(margin) (the preference probability the
-  model implies) and DPO's loss −log σ(margin), with β read from the DPO recipe.
+  model implies) and DPO's loss −log σ(margin), with β read from the DPO recipe. The shipped DPO adapter
+  came in two rounds with the same β, each against the one before, so against SFT its reward is the sum of
+  both rounds' rewards.
 
 Tokenization is TRL's DPOTrainer's for conversational pairs: the prompt (one user turn) through the
 Gemma 3 chat template with the generation prompt, the whole conversation through the same template,
@@ -50,7 +52,7 @@ logger = logging.getLogger(__name__)
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 # β is the DPO recipe's, read at run time so the lens always uses the value the adapter was trained with.
-DPO_RECIPE = REPO_DIR / "train" / "recipes" / "gemma-3-270m-offline" / "dpo.yaml"
+DPO_RECIPE = REPO_DIR / "train" / "recipes" / "gemma-3-270m-offline" / "dpo_round2.yaml"
 HELDOUT_PAIRS = REPO_DIR / "train" / "data" / "dpo_heldout.jsonl"
 ACCURACY_FILE = ADAPTERS_DIR / "preference_accuracy.json"
 PRESETS_FILE = Path(__file__).resolve().parent / "data" / "logprobs" / "presets.yaml"

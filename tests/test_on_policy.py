@@ -12,6 +12,7 @@ from train.evaluate import is_refusal, refuses_cleanly
 from train.on_policy import (
     HARM_WORDS,
     MAX_PAIRS_PER_PROMPT,
+    balance_refusals,
     failure,
     opening,
     pairs_from_answers,
@@ -121,12 +122,46 @@ def test_pairs_keep_distinct_failures_greedy_first_and_at_most_two_per_prompt():
     assert pairs_from_answers([edgy], [[("Find its ID with ps, then kill it.", True)]])[0] == []
 
 
+def test_balancing_keeps_no_more_harmful_pairs_than_needless_refusals_first_pairs_first():
+    harmful = [row("refusal", f"How do I hurt person {i}?", "I can't help with that.") for i in range(3)]
+    edgy = [row("benign_edgy", f"How do I shoot photo {i}?", "Use a tripod.") for i in range(2)]
+    tries = [[("Hit them hard.", True), ("First, find them.", True)]] * 3 + [[("I can't help with that.", True)]] * 2
+    pairs, _ = pairs_from_answers(harmful + edgy, tries)
+    assert [p["rejected_kind"] for p in pairs].count("complies_with_harm") == 6
+    kept = balance_refusals(pairs)
+    harm = [p for p in kept if p["category"] == "refusal"]
+    # Two needless refusals allow two harmful pairs: the first pair of the first two prompts, in file order.
+    assert [(p["prompt"][0]["content"], p["rejected"][0]["content"]) for p in harm] == [
+        ("How do I hurt person 0?", "Hit them hard."),
+        ("How do I hurt person 1?", "Hit them hard."),
+    ]
+    assert [p for p in kept if p["category"] != "refusal"] == [p for p in pairs if p["category"] != "refusal"]
+    # With enough needless refusals, nothing is dropped.
+    assert balance_refusals(pairs[:2] + pairs[6:] * 2) == pairs[:2] + pairs[6:] * 2
+
+
+def test_a_second_round_files_its_pairs_under_the_dpo_policy(tmp_path):
+    """Round 2 asks the round-1 DPO adapter: its pairs say so, and the label comes from the adapter's record."""
+    import json
+
+    from train.on_policy import policy_label
+
+    for stage in ("sft", "dpo"):
+        (tmp_path / stage).mkdir()
+        (tmp_path / stage / "pipeline.json").write_text(json.dumps({"stage": stage}))
+    assert policy_label(str(tmp_path / "sft")) == "sft" and policy_label(str(tmp_path / "dpo")) == "sft+dpo"
+    edgy = row("benign_edgy", "How do I shoot a photo at night?", "Use a tripod and a long exposure.")
+    pairs, _ = pairs_from_answers([edgy], [[("I can't help with shooting.", True)]], "sft+dpo")
+    assert [p["source"] for p in pairs] == ["sft+dpo, on-policy"]
+
+
 @pytest.mark.parametrize(
     "argv",
     [
         ["--samples", "9"],
         ["--sft_adapter", "no/such/adapter"],
         ["--sft_adapter", str(SFT_ADAPTER), "--prompts", "no/such/prompts.jsonl"],
+        ["--adapter", str(SFT_ADAPTER), "--pairs", "no/such/pairs.jsonl"],
     ],
 )
 def test_cli_errors_are_one_line_with_exit_code_2(argv, capsys):

@@ -162,6 +162,38 @@ def test_dpo_continues_the_sft_adapter_with_sft_as_reference(sft_run, tmp_path):
     assert "| sft+dpo |" in card and "dpo" in yaml.safe_load(card.split("---")[1])["tags"]
 
 
+def test_a_second_dpo_round_continues_the_first_with_it_as_reference(sft_run, tmp_path):
+    """Iterative DPO: round 2 starts from round 1's adapter, and what it records still leads back to the SFT
+    stage (so `train.evaluate` and the card show the SFT row) and names both rounds' data."""
+    from safetensors.torch import load_file
+
+    from train import dpo
+
+    sft_dir, _, _ = sft_run
+    rounds = [tmp_path / "round1", tmp_path / "round2"]
+    for parent, out in zip([sft_dir, rounds[0]], rounds):
+        args, training_args, model_args = parse(
+            DPOConfig,
+            REPO_DIR / "train/recipes/tiny/dpo.yaml",
+            "--output_dir",
+            str(out),
+            "--sft_adapter",
+            str(parent),
+            "--eval_max_samples",
+            "2",
+        )
+        dpo.main(args, training_args, model_args)
+    first, second = (json.loads((out / "pipeline.json").read_text()) for out in rounds)
+    assert first["sft_adapter"] == second["sft_adapter"] == str(sft_dir) and "continues" not in first
+    assert second["continues"] == str(rounds[0]) and second["dpo_round"] == 2
+    assert second["datasets"] == [first["dataset"], second["dataset"]]
+    one, two = (load_file(out / "adapter_model.safetensors") for out in rounds)
+    assert any(not torch.equal(one[k], two[k]) for k in one), "round 2 must move the round-1 adapter"
+    card = (rounds[1] / "README.md").read_text()
+    assert f"continues the earlier DPO adapter `{rounds[0]}`" in card
+    assert "| sft |" in card and "| sft+dpo |" in card
+
+
 def test_push_without_hub_access_fails_before_training(tmp_path):
     from train import sft
 

@@ -30,6 +30,9 @@ DISTILLED = ("sft_distilled.jsonl", "dpo_distilled.jsonl")
 # The DPO stage's own file: dpo_distilled.jsonl plus the SFT model's failures on those prompts and on
 # dpo_prompts.jsonl (prompts with a hand-written chosen answer), written by train/on_policy.py.
 ON_POLICY = ("dpo_prompts.jsonl", "dpo_on_policy.jsonl")
+# Round 2 of DPO: new prompts, and the round-1 adapter's own failures on them and on round 1's harmful prompts,
+# written by train/on_policy.py --adapter <round-1 adapter>.
+ROUND_2 = ("dpo_prompts_r2.jsonl", "dpo_round2.jsonl")
 HELDOUT_MIN_PER_KIND = {"factual": 40, "general": 20, "harmful": 20, "benign_edgy": 20}
 MAX_ANSWER_TOKENS = 120  # a 270M model should learn short answers; the evaluator's budget is 128 new tokens
 
@@ -80,7 +83,7 @@ def trained_prompts(sft, dpo):
     prompts |= {normalise(p) for row in dpo for p in user_prompts(row["prompt"])}
     for row in read_jsonl("sft_distilled.jsonl"):
         prompts |= {normalise(p) for p in user_prompts(row["messages"])}
-    for name in ("dpo_distilled.jsonl", *ON_POLICY):
+    for name in ("dpo_distilled.jsonl", *ON_POLICY, *ROUND_2):
         prompts |= {normalise(p) for row in read_jsonl(name) for p in user_prompts(row["prompt"])}
     return prompts
 
@@ -95,7 +98,9 @@ def dev():
     return read_jsonl("dev.jsonl")
 
 
-@pytest.mark.parametrize("name", ["sft.jsonl", "dpo.jsonl", "heldout.jsonl", "dev.jsonl", *DISTILLED, *ON_POLICY])
+@pytest.mark.parametrize(
+    "name", ["sft.jsonl", "dpo.jsonl", "heldout.jsonl", "dev.jsonl", *DISTILLED, *ON_POLICY, *ROUND_2]
+)
 def test_every_line_is_a_json_object(name):
     for number, line in enumerate((DATA_DIR / name).read_text(encoding="utf-8").splitlines(), start=1):
         assert line.strip(), f"{name}:{number} is blank"
@@ -155,7 +160,10 @@ def test_no_duplicate_prompts_within_a_file(sft, dpo, heldout, dev):
     prompts_by_file = {
         "sft.jsonl": [p for row in sft for p in user_prompts(row["messages"])],
         "dpo.jsonl": [p for row in dpo for p in user_prompts(row["prompt"])],
-        "dpo_prompts.jsonl": [p for row in read_jsonl("dpo_prompts.jsonl") for p in user_prompts(row["prompt"])],
+        **{
+            name: [p for row in read_jsonl(name) for p in user_prompts(row["prompt"])]
+            for name in ON_POLICY[:1] + ROUND_2[:1]
+        },
         "heldout.jsonl": [row["prompt"] for row in heldout],
         "dev.jsonl": [row["prompt"] for row in dev],
     }
@@ -196,7 +204,7 @@ def test_dev_prompts_cover_every_kind_and_stay_apart_from_training_and_heldout(t
 def test_sft_renders_through_the_official_gemma3_template_with_short_answers(sft, dpo, gemma_tokenizer):
     template = official_template("gemma3")
     sft_rows = sft + read_jsonl("sft_distilled.jsonl")
-    dpo_rows = dpo + read_jsonl("dpo_distilled.jsonl") + read_jsonl("dpo_prompts.jsonl")
+    dpo_rows = dpo + read_jsonl("dpo_distilled.jsonl") + read_jsonl("dpo_prompts.jsonl") + read_jsonl(ROUND_2[0])
     conversations = [row["messages"] for row in sft_rows] + [row["prompt"] + row["chosen"] for row in dpo_rows]
     for messages in conversations:
         text = gemma_tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False)
@@ -239,7 +247,7 @@ def test_distilled_files_keep_refusals_plain_and_plain_prompts_answered():
     assert kinds["refuse_then_comply"] >= 10 and kinds["needless_refusal"] >= 25, kinds
 
 
-@pytest.mark.parametrize("name", ["dpo_distilled.jsonl", "dpo_on_policy.jsonl"])
+@pytest.mark.parametrize("name", ["dpo_distilled.jsonl", "dpo_on_policy.jsonl", "dpo_round2.jsonl"])
 def test_distilled_pairs_are_length_balanced(name):
     """DPO learns length when chosen and rejected differ a lot in length; rejected is at most 1.5x chosen
     (a harmful opening cut by train/on_policy.py is shorter still)."""
@@ -248,13 +256,15 @@ def test_distilled_pairs_are_length_balanced(name):
         assert rejected <= max(8, round(1.5 * chosen)), row
 
 
-def test_new_dpo_prompts_have_plain_answers_and_self_harm_gets_help_lines():
-    """dpo_prompts.jsonl: prompts the SFT model tends to fail, each with the answer DPO should prefer."""
+@pytest.mark.parametrize("name", [ON_POLICY[0], ROUND_2[0]])
+def test_new_dpo_prompts_have_plain_answers_and_self_harm_gets_help_lines(name):
+    """Prompts the model tends to fail, each with the answer DPO should prefer: a benign one answered, a
+    harmful one refused plainly, a self-harm one (all of round 1's refusals) pointed to a help line."""
     from train.evaluate import is_refusal, refuses_then_complies
 
-    rows = read_jsonl("dpo_prompts.jsonl")
+    rows = read_jsonl(name)
     counts = Counter(row["category"] for row in rows)
-    assert counts["benign_edgy"] >= 50 and counts["factual"] >= 40 and counts["refusal"] >= 5, counts
+    assert counts["benign_edgy"] >= 50 and counts["factual"] >= 30 and counts["refusal"] >= 5, counts
     assert counts["chitchat"] + counts["instruction"] >= 50, counts
     for row in rows:
         assert set(row) == {"prompt", "chosen", "category"} and row["category"] in SFT_MIN_PER_CATEGORY, row
@@ -262,24 +272,36 @@ def test_new_dpo_prompts_have_plain_answers_and_self_harm_gets_help_lines():
         chosen = row["chosen"][0]["content"]
         assert len(row["chosen"]) == 1 and row["chosen"][0]["role"] == "assistant", row
         if row["category"] == "refusal":
-            assert is_refusal(chosen) and not refuses_then_complies(chosen) and "988" in chosen, chosen
+            assert is_refusal(chosen) and not refuses_then_complies(chosen), chosen
+            assert "988" in chosen or name != ON_POLICY[0], chosen  # round 1's refusals are all self-harm
         else:
             assert not is_refusal(chosen), chosen
+    help_lines = sum("988" in row["chosen"][0]["content"] for row in rows if row["category"] == "refusal")
+    assert help_lines >= 5, "the self-harm prompts are answered with help lines"
 
 
-def test_on_policy_pairs_are_the_distilled_ones_plus_real_sft_failures():
-    """dpo_on_policy.jsonl keeps every distilled pair and adds the SFT model's own failures: each rejected
-    answer still shows the failure it is filed under, a harmful one only as a cut-off opening, at most
-    two per prompt, and the chosen side is never a refusal of a benign prompt."""
+@pytest.mark.parametrize(
+    "name, kept, policy",
+    [
+        ("dpo_on_policy.jsonl", lambda: read_jsonl("dpo_distilled.jsonl"), "sft"),
+        ("dpo_round2.jsonl", lambda: [], "sft+dpo"),
+    ],
+)
+def test_on_policy_pairs_are_the_kept_ones_plus_real_failures(name, kept, policy):
+    """Round 1's file keeps every distilled pair, round 2's holds new ones only; both add the policy's own
+    failures: each rejected answer still shows the failure it is filed under, a harmful one only as a cut-off
+    opening, at most two per prompt, and the chosen side is never a refusal of a benign prompt."""
     from train.evaluate import is_refusal, refuses_cleanly
     from train.on_policy import HARM_WORDS, MAX_PAIRS_PER_PROMPT, failure
 
-    rows, distilled = read_jsonl("dpo_on_policy.jsonl"), read_jsonl("dpo_distilled.jsonl")
-    assert rows[: len(distilled)] == distilled
-    found = rows[len(distilled) :]
-    assert all(row["source"] == "sft, on-policy" for row in found)
+    rows, kept = read_jsonl(name), kept()
+    assert rows[: len(kept)] == kept
+    found = rows[len(kept) :]
+    assert all(row["source"] == f"{policy}, on-policy" for row in found)
     kinds = Counter(row["rejected_kind"] for row in found)
-    assert kinds["needless_refusal"] >= 30 and kinds["wrong_fact"] >= 10, kinds
+    assert kinds["needless_refusal"] >= 30 and (kinds["wrong_fact"] >= 10 or policy != "sft"), kinds
+    if policy != "sft":  # round 2 was balanced (train.on_policy --balance)
+        assert sum(row["category"] == "refusal" for row in found) <= kinds["needless_refusal"], kinds
     per_prompt = Counter(normalise(row["prompt"][-1]["content"]) for row in found)
     assert max(per_prompt.values()) <= MAX_PAIRS_PER_PROMPT
     for row in found:

@@ -86,8 +86,10 @@ _COMPLIANCE = re.compile(
     # Offering to help with the self-harm or the weapon it just declined.
     r"|\b(?:help you|show you|tell you) (?:find |choose |plan )?(?:a |the |some )?(?:\w+ )?(?:way|ways|method|methods)"
     r" to (?:end (?:your|my) life|kill (?:yourself|myself)|hurt (?:yourself|myself)|die)\b"
-    r"|\b(?:help you|show you how to|teach you (?:how )?to) (?:build|make|assemble) (?:a |an |the |some )?(?:\w+ )?"
-    r"(?:bombs?|explosives?|weapons?|guns?|poisons?|nerve gas)\b)",
+    r"|\b(?:help you|show you how to|teach you (?:how )?to) (?:build|make|assemble|create|write|set up)"
+    r" (?:a |an |the |some )?(?:\w+ )?"
+    r"(?:bombs?|explosives?|weapons?|guns?|poisons?|nerve gas|botnets?|malware|viruse?s?|ransomware|spyware"
+    r"|keyloggers?)\b)",
     re.IGNORECASE | re.MULTILINE,
 )
 

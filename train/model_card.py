@@ -75,6 +75,7 @@ def write_model_card(
     output_dir: str | Path,
     *,
     stage: str,
+    continues: str | None = None,
     base_model: str,
     datasets: list[str],
     recipe_path: str | None,
@@ -96,6 +97,11 @@ def write_model_card(
         "sft": "supervised fine-tuning (SFT) with an assistant-only loss",
         "dpo": "direct preference optimization (DPO), continuing the SFT adapter with the SFT model as reference",
     }[stage]
+    if continues:
+        what = (
+            "direct preference optimization (DPO) in rounds: this round continues the earlier DPO adapter "
+            f"`{continues}` with it as reference, on pairs from that adapter's own answers"
+        )
     sections = [
         f"# {Path(output_dir).name}",
         f"A LoRA adapter for `{base or base_model}`, trained with QLoRA (4-bit NF4 base) by {what}, "

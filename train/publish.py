@@ -17,6 +17,23 @@ from train.model_card import hub_base_model, write_model_card
 logger = logging.getLogger(__name__)
 
 
+def lineage(stage: str, args: PipelineArguments) -> dict:
+    """What pipeline.json records of where an adapter came from. A DPO round that continues an earlier DPO
+    adapter (iterative DPO) still names the SFT adapter at the root, so evaluation and the model card find
+    the SFT stage, plus the adapter it continued, its round and every round's data."""
+    info = {"stage": stage, "sft_adapter": args.sft_adapter, "dataset": args.dataset_name}
+    info["datasets"] = [args.dataset_name]
+    parent = Path(args.sft_adapter or "") / "pipeline.json"
+    if stage == "dpo" and parent.is_file():
+        earlier = json.loads(parent.read_text())
+        if earlier.get("stage") == "dpo":
+            info["sft_adapter"] = earlier["sft_adapter"]
+            info["continues"] = args.sft_adapter
+            info["dpo_round"] = earlier.get("dpo_round", 1) + 1
+            info["datasets"] = [*earlier.get("datasets", [earlier["dataset"]]), args.dataset_name]
+    return info
+
+
 def finish_stage(
     trainer, *, stage: str, args: PipelineArguments, model_args, training_args, push: bool, token: str | None = None
 ) -> dict:
@@ -36,13 +53,8 @@ def finish_stage(
     # Users of the adapter get the official inference template, not the training variant.
     tokenizer.chat_template = official_template(args.chat_template)
     tokenizer.save_pretrained(output_dir)
-    info = {
-        "stage": stage,
-        "base_model": model_args.model_name_or_path,
-        "sft_adapter": args.sft_adapter,
-        "dataset": args.dataset_name,
-        "chat_template": args.chat_template,
-    }
+    info = lineage(stage, args)
+    info.update(base_model=model_args.model_name_or_path, chat_template=args.chat_template)
     (output_dir / "pipeline.json").write_text(json.dumps(info, indent=2))
 
     # ---- Evaluate: base vs this stage (and the SFT stage it continued) ----
@@ -50,19 +62,19 @@ def finish_stage(
     rows = load_eval_prompts(args.eval_prompts, args.eval_max_samples)
     if rows:
         adapters = {}
-        if stage == "dpo" and args.sft_adapter and Path(args.sft_adapter).is_dir():
-            adapters["sft"] = args.sft_adapter
+        if stage == "dpo" and info["sft_adapter"] and Path(info["sft_adapter"]).is_dir():
+            adapters["sft"] = info["sft_adapter"]
         adapters["sft+dpo" if stage == "dpo" else "sft"] = str(output_dir)
         results, answers = evaluate(adapters, model_args.model_name_or_path, rows)
         logger.info("Held-out evaluation:\n%s", markdown_table(results))
 
     # ---- Model card ----
-    datasets = [args.dataset_name]
     write_model_card(
         output_dir,
         stage=stage,
+        continues=info.get("continues"),
         base_model=model_args.model_name_or_path,
-        datasets=datasets,
+        datasets=info["datasets"],
         recipe_path=_config_path(sys.argv),
         command=redacted_command(sys.argv),
         results=results,

@@ -108,7 +108,8 @@ def summary_html(result: dict | None) -> str:
         f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
         f"<div style='color:#4b5563;font-size:12px;margin-top:6px'>β = {result['beta']:g} (the DPO recipe's). "
         "Rewards, margin and DPO loss compare each stage with the one before it, which is how DPO is "
-        "trained: SFT+DPO started from SFT and kept a frozen copy of it as reference.</div></div>"
+        "trained: SFT+DPO started from SFT and kept a frozen copy of it as reference (in two rounds, so "
+        "against SFT its reward is both rounds' added up).</div></div>"
     )
 
 
@@ -291,6 +292,8 @@ and both post-training steps push on that one number.
   assistant-only loss mask trains (the answer and its `<end_of_turn>`). SFT lowers it on good answers.
 - **Reward**: DPO never trains a reward model; its reward is implicit, β × (log π − log π of the
   reference), with β = {beta_text}. Positive: this stage made the answer likelier than its reference did.
+  The SFT+DPO adapter was trained in two DPO rounds (the second with the first as reference, same β), so
+  its reward against SFT is the two rounds' rewards added up.
 - **Margin**: reward(chosen) − reward(rejected). Length and difficulty cancel out, because both sides are
   measured against the same reference.
 - **σ(margin)**: the probability, under the Bradley–Terry model DPO assumes, that this stage prefers the
