@@ -156,7 +156,7 @@ def pairs_from_answers(
 ) -> tuple[list[dict], Counter]:
     """One pair per distinct failing answer (greedy first), at most MAX_PAIRS_PER_PROMPT per prompt;
     `policy` names the model that gave the answers ("sft", or "sft+dpo" in a second round)."""
-    out, stats = [], Counter()
+    out = []
     for row, tries in zip(rows, answers):
         seen: set[str] = set()
         for text, stopped in tries:
@@ -175,8 +175,12 @@ def pairs_from_answers(
                     "source": f"{policy}, on-policy",
                 }
             )
-            stats[f"{row['category']}: {kind}"] += 1
-    return out, stats
+    return out, kind_counts(out)
+
+
+def kind_counts(pairs: list[dict]) -> Counter:
+    """Pairs per "category: rejected_kind", as the log reports them."""
+    return Counter(f"{p['category']}: {p['rejected_kind']}" for p in pairs)
 
 
 def balance_refusals(pairs: list[dict]) -> list[dict]:
@@ -267,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     found, found_stats = pairs_from_answers(rows, answers, policy)
     if args.balance:
         found = balance_refusals(found)
-        found_stats = Counter(f"{p['category']}: {p['rejected_kind']}" for p in found)
+        found_stats = kind_counts(found)
     kept = [] if args.ask_only else pairs
     _write(Path(args.out), kept + found)
     logger.info(
