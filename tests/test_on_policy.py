@@ -4,6 +4,7 @@ A pair whose rejected answer is in fact a good answer teaches DPO to push a good
 is tested on hand-made answers, including right answers in other words that must *not* be rejected.
 """
 
+import json
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from train.on_policy import (
     opening,
     pairs_from_answers,
     rejected_answer,
+    sibling_pairs,
     states_another_fact,
 )
 
@@ -140,10 +142,33 @@ def test_balancing_keeps_no_more_harmful_pairs_than_needless_refusals_first_pair
     assert balance_refusals(pairs[:2] + pairs[6:] * 2) == pairs[:2] + pairs[6:] * 2
 
 
+def test_sibling_prompts_give_one_contrastive_pair_each_way_per_topic():
+    """A benign question and a harmful request on one topic: each prefers its own answer over its sibling's, so
+    only intent separates chosen from rejected; the help used as a rejected answer is cut to its opening."""
+    help_text = "Call a locksmith; they open the door with a pick set and check your ID before they start the job."
+    benign = {**row("benign_edgy", "How do locksmiths open a door when I'm locked out?", help_text), "topic": "lock"}
+    harmful = {
+        **row("refusal", "How do I open my neighbour's door while they're away?", "I can't help with that."),
+        "topic": "lock",
+    }
+    plain = row("chitchat", "Hello!", "Hi! How can I help?")
+    pairs = sibling_pairs([benign, plain, harmful])
+    assert [(p["prompt"], p["chosen"], p["rejected_kind"]) for p in pairs] == [
+        (harmful["prompt"], harmful["chosen"], "complies_with_harm"),
+        (benign["prompt"], benign["chosen"], "needless_refusal"),
+    ]
+    harm_rejected, benign_rejected = (p["rejected"][0]["content"] for p in pairs)
+    assert harm_rejected == opening(help_text) and len(harm_rejected.split()) == HARM_WORDS
+    assert failure(harmful, harm_rejected, True) == "complies_with_harm" and not refuses_cleanly(harm_rejected)
+    assert benign_rejected == "I can't help with that." and failure(benign, benign_rejected, True) == "needless_refusal"
+    assert {p["source"] for p in pairs} == {"contrastive, topic lock"}
+    assert sibling_pairs([plain]) == []
+    with pytest.raises(ValueError, match="'lock' needs one benign row and one refusal row"):
+        sibling_pairs([benign, plain])
+
+
 def test_a_second_round_files_its_pairs_under_the_dpo_policy(tmp_path):
     """Round 2 asks the round-1 DPO adapter: its pairs say so, and the label comes from the adapter's record."""
-    import json
-
     from train.on_policy import policy_label
 
     for stage in ("sft", "dpo"):
@@ -162,11 +187,18 @@ def test_a_second_round_files_its_pairs_under_the_dpo_policy(tmp_path):
         ["--sft_adapter", "no/such/adapter"],
         ["--sft_adapter", str(SFT_ADAPTER), "--prompts", "no/such/prompts.jsonl"],
         ["--adapter", str(SFT_ADAPTER), "--pairs", "no/such/pairs.jsonl"],
+        ["--adapter", str(SFT_ADAPTER), "--prompts", "SIBLINGLESS"],
     ],
 )
-def test_cli_errors_are_one_line_with_exit_code_2(argv, capsys):
+def test_cli_errors_are_one_line_with_exit_code_2(argv, capsys, tmp_path):
     from train.on_policy import main
+
+    if "SIBLINGLESS" in argv:  # a topic with no harmful sibling is refused before any model is loaded
+        lonely = {**row("benign_edgy", "How do I sharpen a knife?", "Use a whetstone."), "topic": "knife"}
+        (tmp_path / "p.jsonl").write_text(json.dumps(lonely) + "\n")
+        argv = [str(tmp_path / "p.jsonl") if a == "SIBLINGLESS" else a for a in argv]
 
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and len(err.splitlines()) == 1, err
+    assert "needs one benign row" in err or not any(a.endswith("p.jsonl") for a in argv), err

@@ -33,6 +33,9 @@ ON_POLICY = ("dpo_prompts.jsonl", "dpo_on_policy.jsonl")
 # Round 2 of DPO: new prompts, and the round-1 adapter's own failures on them and on round 1's harmful prompts,
 # written by train/on_policy.py --adapter <round-1 adapter>.
 ROUND_2 = ("dpo_prompts_r2.jsonl", "dpo_round2.jsonl")
+# Round 3, an experiment (not shipped): contrastive siblings (a benign and a harmful prompt per topic) and the
+# round-2 adapter's own failures, written by train/on_policy.py --adapter <round-2 adapter>.
+ROUND_3 = ("dpo_prompts_r3.jsonl", "dpo_round3.jsonl")
 HELDOUT_MIN_PER_KIND = {"factual": 40, "general": 20, "harmful": 20, "benign_edgy": 20}
 MAX_ANSWER_TOKENS = 120  # a 270M model should learn short answers; the evaluator's budget is 128 new tokens
 
@@ -66,6 +69,16 @@ def assert_chat(messages: list[dict], *, first_role: str = "user", last_role: st
     assert turns[-1]["role"] == last_role
 
 
+def assert_cut_where_compliance_starts(opening: str):
+    """A harmful answer stored past its first HARM_WORDS words ends at the word where its refusal turns into
+    compliance: one word fewer, it would read as a clean refusal."""
+    from train.evaluate import refuses_cleanly
+
+    text = opening.removesuffix("…")
+    assert not refuses_cleanly(text), opening
+    assert refuses_cleanly(text.rsplit(maxsplit=1)[0]), f"stored past where compliance starts: {opening}"
+
+
 @pytest.fixture(scope="module")
 def sft():
     return read_jsonl("sft.jsonl")
@@ -83,7 +96,7 @@ def trained_prompts(sft, dpo):
     prompts |= {normalise(p) for row in dpo for p in user_prompts(row["prompt"])}
     for row in read_jsonl("sft_distilled.jsonl"):
         prompts |= {normalise(p) for p in user_prompts(row["messages"])}
-    for name in ("dpo_distilled.jsonl", *ON_POLICY, *ROUND_2):
+    for name in ("dpo_distilled.jsonl", *ON_POLICY, *ROUND_2, *ROUND_3):
         prompts |= {normalise(p) for row in read_jsonl(name) for p in user_prompts(row["prompt"])}
     return prompts
 
@@ -99,7 +112,7 @@ def dev():
 
 
 @pytest.mark.parametrize(
-    "name", ["sft.jsonl", "dpo.jsonl", "heldout.jsonl", "dev.jsonl", *DISTILLED, *ON_POLICY, *ROUND_2]
+    "name", ["sft.jsonl", "dpo.jsonl", "heldout.jsonl", "dev.jsonl", *DISTILLED, *ON_POLICY, *ROUND_2, *ROUND_3]
 )
 def test_every_line_is_a_json_object(name):
     for number, line in enumerate((DATA_DIR / name).read_text(encoding="utf-8").splitlines(), start=1):
@@ -162,7 +175,7 @@ def test_no_duplicate_prompts_within_a_file(sft, dpo, heldout, dev):
         "dpo.jsonl": [p for row in dpo for p in user_prompts(row["prompt"])],
         **{
             name: [p for row in read_jsonl(name) for p in user_prompts(row["prompt"])]
-            for name in ON_POLICY[:1] + ROUND_2[:1]
+            for name in ON_POLICY[:1] + ROUND_2[:1] + ROUND_3[:1]
         },
         "heldout.jsonl": [row["prompt"] for row in heldout],
         "dev.jsonl": [row["prompt"] for row in dev],
@@ -204,7 +217,8 @@ def test_dev_prompts_cover_every_kind_and_stay_apart_from_training_and_heldout(t
 def test_sft_renders_through_the_official_gemma3_template_with_short_answers(sft, dpo, gemma_tokenizer):
     template = official_template("gemma3")
     sft_rows = sft + read_jsonl("sft_distilled.jsonl")
-    dpo_rows = dpo + read_jsonl("dpo_distilled.jsonl") + read_jsonl("dpo_prompts.jsonl") + read_jsonl(ROUND_2[0])
+    dpo_rows = dpo + read_jsonl("dpo_distilled.jsonl") + read_jsonl("dpo_prompts.jsonl")
+    dpo_rows += read_jsonl(ROUND_2[0]) + read_jsonl(ROUND_3[0])
     conversations = [row["messages"] for row in sft_rows] + [row["prompt"] + row["chosen"] for row in dpo_rows]
     for messages in conversations:
         text = gemma_tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False)
@@ -247,13 +261,20 @@ def test_distilled_files_keep_refusals_plain_and_plain_prompts_answered():
     assert kinds["refuse_then_comply"] >= 10 and kinds["needless_refusal"] >= 25, kinds
 
 
-@pytest.mark.parametrize("name", ["dpo_distilled.jsonl", "dpo_on_policy.jsonl", "dpo_round2.jsonl"])
+@pytest.mark.parametrize("name", ["dpo_distilled.jsonl", "dpo_on_policy.jsonl", ROUND_2[1], ROUND_3[1]])
 def test_distilled_pairs_are_length_balanced(name):
     """DPO learns length when chosen and rejected differ a lot in length; rejected is at most 1.5x chosen
-    (a harmful opening cut by train/on_policy.py is shorter still)."""
+    (a harmful opening cut by train/on_policy.py is shorter still, unless it must run on to where a refusal
+    turns into compliance)."""
+    from train.on_policy import HARM_WORDS
+
     for row in read_jsonl(name):
         chosen, rejected = (len(row[side][0]["content"].split()) for side in ("chosen", "rejected"))
-        assert rejected <= max(8, round(1.5 * chosen)), row
+        cut_by_on_policy = row.get("source", "").endswith("on-policy") and row["category"] == "refusal"
+        if cut_by_on_policy and rejected > HARM_WORDS:
+            assert_cut_where_compliance_starts(row["rejected"][0]["content"])
+        else:
+            assert rejected <= max(8, round(1.5 * chosen)), row
 
 
 @pytest.mark.parametrize("name", [ON_POLICY[0], ROUND_2[0]])
@@ -280,11 +301,35 @@ def test_new_dpo_prompts_have_plain_answers_and_self_harm_gets_help_lines(name):
     assert help_lines >= 5, "the self-harm prompts are answered with help lines"
 
 
+def test_round_3_prompts_pair_a_benign_question_with_a_harmful_request_on_each_topic():
+    """Siblings: per topic, one benign question answered and, right after it, one harmful request on the same
+    subject refused plainly; the other rows are plain prompts with plain answers."""
+    from train.evaluate import is_refusal, refuses_then_complies
+
+    rows = read_jsonl(ROUND_3[0])
+    topics = Counter(row["topic"] for row in rows if "topic" in row)
+    assert len(topics) >= 50 and set(topics.values()) == {2}, topics
+    for row in rows:
+        assert set(row) in ({"prompt", "chosen", "category"}, {"prompt", "chosen", "category", "topic"}), row
+        assert_chat(row["prompt"], last_role="user") and len(row["chosen"]) == 1
+        chosen = row["chosen"][0]["content"]
+        if row["category"] == "refusal":
+            assert "topic" in row and is_refusal(chosen) and not refuses_then_complies(chosen), row
+        else:
+            assert row["category"] in SFT_MIN_PER_CATEGORY and not is_refusal(chosen), row
+    for benign, harmful in zip(rows, rows[1:]):
+        if harmful["category"] == "refusal":
+            assert benign["category"] == "benign_edgy" and benign.get("topic") == harmful["topic"], harmful
+    counts = Counter(row["category"] for row in rows)
+    assert counts["benign_edgy"] > counts["refusal"] and counts["factual"] >= 20, counts
+
+
 @pytest.mark.parametrize(
     "name, kept, policy",
     [
         ("dpo_on_policy.jsonl", lambda: read_jsonl("dpo_distilled.jsonl"), "sft"),
         ("dpo_round2.jsonl", lambda: [], "sft+dpo"),
+        ("dpo_round3.jsonl", lambda: [], "sft+dpo"),
     ],
 )
 def test_on_policy_pairs_are_the_kept_ones_plus_real_failures(name, kept, policy):
@@ -292,15 +337,19 @@ def test_on_policy_pairs_are_the_kept_ones_plus_real_failures(name, kept, policy
     failures: each rejected answer still shows the failure it is filed under, a harmful one only as a cut-off
     opening, at most two per prompt, and the chosen side is never a refusal of a benign prompt."""
     from train.evaluate import is_refusal, refuses_cleanly
-    from train.on_policy import HARM_WORDS, MAX_PAIRS_PER_PROMPT, failure
+    from train.on_policy import HARM_WORDS, MAX_PAIRS_PER_PROMPT, failure, sibling_pairs
 
     rows, kept = read_jsonl(name), kept()
     assert rows[: len(kept)] == kept
     found = rows[len(kept) :]
+    # Round 3 ends with its contrastive pairs, exactly those its sibling prompts give.
+    siblings = sibling_pairs(read_jsonl(ROUND_3[0])) if name == ROUND_3[1] else []
+    assert found[len(found) - len(siblings) :] == siblings
+    found = found[: len(found) - len(siblings)]
     assert all(row["source"] == f"{policy}, on-policy" for row in found)
     kinds = Counter(row["rejected_kind"] for row in found)
     assert kinds["needless_refusal"] >= 30 and (kinds["wrong_fact"] >= 10 or policy != "sft"), kinds
-    if policy != "sft":  # round 2 was balanced (train.on_policy --balance)
+    if policy != "sft":  # rounds 2 and 3 were balanced (train.on_policy --balance)
         assert sum(row["category"] == "refusal" for row in found) <= kinds["needless_refusal"], kinds
     per_prompt = Counter(normalise(row["prompt"][-1]["content"]) for row in found)
     assert max(per_prompt.values()) <= MAX_PAIRS_PER_PROMPT
@@ -309,7 +358,8 @@ def test_on_policy_pairs_are_the_kept_ones_plus_real_failures(name, kept, policy
         if row["category"] == "refusal":
             assert not refuses_cleanly(rejected) and refuses_cleanly(row["chosen"][0]["content"]), row
             # The opening only; it may run past HARM_WORDS to show where a refusal turns into compliance.
-            assert len(rejected.split()) <= 3 * HARM_WORDS, rejected
+            if len(rejected.split()) > HARM_WORDS:
+                assert_cut_where_compliance_starts(rejected)
         else:
             assert not is_refusal(row["chosen"][0]["content"]), row
         if row["rejected_kind"] in ("needless_refusal", "wrong_fact"):

@@ -30,6 +30,10 @@ prompts again, keeps only its own failures, and balances harmful-prompt pairs ag
     python -m train.on_policy --adapter train/runs/gemma-3-270m-sft-dpo-round1 \
         --pairs train/data/dpo_on_policy.jsonl --categories refusal --ask_only --balance \
         --prompts train/data/dpo_prompts_r2.jsonl --out train/data/dpo_round2.jsonl
+
+Prompt rows that share a `topic` are siblings: a benign question and a harmful request on one subject. Besides
+the policy's own failures on them, each topic gives two contrastive pairs (`sibling_pairs`), whatever the
+policy answered. The round-3 experiment (`dpo_round3.yaml`, not shipped) is built from such prompts.
 """
 
 from __future__ import annotations
@@ -201,6 +205,43 @@ def balance_refusals(pairs: list[dict]) -> list[dict]:
     return [pair for i, pair in enumerate(pairs) if i not in dropped]
 
 
+def sibling_pairs(rows: list[dict]) -> list[dict]:
+    """Contrastive pairs from prompt rows that share a `topic`: a benign question and a harmful request on the
+    same subject, in the same words. The harmful prompt prefers its refusal to the benign sibling's help (cut
+    to its opening, as a harmful answer is); the benign prompt prefers its help to the harmful sibling's
+    refusal. Why: a policy that refuses by topic word ("lock", "poison") refuses both or neither; only a
+    pair that differs in intent alone teaches it that intent decides. Each topic gives one pair of each kind.
+    Equal in number, they are not equal in force: the sibling's refusal is a likely answer of a policy that
+    over-refuses, the sibling's help an unlikely one, so on the round-3 experiment they lowered refusals of
+    both kinds (README)."""
+    by_topic: dict[str, dict[str, dict]] = {}
+    for row in rows:
+        if row.get("topic"):
+            side = "harmful" if row["category"] == "refusal" else "benign"
+            by_topic.setdefault(row["topic"], {})[side] = row
+    out = []
+    for topic, sides in by_topic.items():
+        if set(sides) != {"harmful", "benign"}:
+            raise ValueError(f"topic {topic!r} needs one benign row and one refusal row, got {sorted(sides)}.")
+        harmful, benign = sides["harmful"], sides["benign"]
+        help_text, refusal = benign["chosen"][0]["content"], harmful["chosen"][0]["content"]
+        for row, rejected, kind in (
+            (harmful, opening(help_text), "complies_with_harm"),
+            (benign, balance_length(help_text, refusal), "needless_refusal"),
+        ):
+            out.append(
+                {
+                    "prompt": row["prompt"],
+                    "chosen": row["chosen"],
+                    "rejected": [{"role": "assistant", "content": rejected}],
+                    "category": row["category"],
+                    "rejected_kind": kind,
+                    "source": f"contrastive, topic {topic}",
+                }
+            )
+    return out
+
+
 def policy_answers(
     model, tokenizer, template, rows: list[dict], samples: int, label: str = SFT_LABEL
 ) -> list[list[tuple[str, bool]]]:
@@ -259,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
         policy = policy_label(args.adapter)
         pairs = [row for path in args.pairs for row in _read(Path(path))]
         prompts = [row for path in args.prompts for row in _read(Path(path))]
+        siblings = sibling_pairs(prompts)  # a lone sibling is refused before any generation, not after
     except (OSError, ValueError) as exc:
         return refuse(exc)
     if args.categories is not None:
@@ -268,19 +310,22 @@ def main(argv: list[str] | None = None) -> int:
     # One row per prompt text: a hand-written file may pair the same prompt twice.
     rows = list({row["prompt"][-1]["content"]: row for row in pairs + prompts if len(row["prompt"]) == 1}.values())
     answers = policy_answers(model, tokenizer, template, rows, args.samples, policy)
-    found, found_stats = pairs_from_answers(rows, answers, policy)
+    found = pairs_from_answers(rows, answers, policy)[0]
     if args.balance:
         found = balance_refusals(found)
-        found_stats = kind_counts(found)
+    # Sibling pairs come after balancing: they are one harmful and one benign pair per topic already.
+    found += siblings
+    found_stats = kind_counts(found)
     kept = [] if args.ask_only else pairs
     _write(Path(args.out), kept + found)
     logger.info(
-        "%s: %d pairs (%d kept, %d on-policy from %d prompts); %s",
+        "%s: %d pairs (%d kept, %d on-policy from %d prompts, %d contrastive); %s",
         args.out,
         len(kept) + len(found),
         len(kept),
-        len(found),
+        len(found) - len(siblings),
         len(rows),
+        len(siblings),
         dict(sorted((stats + found_stats).items())),
     )
     return 0
