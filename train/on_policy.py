@@ -169,17 +169,20 @@ def pairs_from_answers(
             if rejected is None or rejected in seen or len(seen) >= MAX_PAIRS_PER_PROMPT:
                 continue
             seen.add(rejected)
-            out.append(
-                {
-                    "prompt": row["prompt"],
-                    "chosen": row["chosen"],
-                    "rejected": [{"role": "assistant", "content": rejected}],
-                    "category": row["category"],
-                    "rejected_kind": kind,
-                    "source": f"{policy}, on-policy",
-                }
-            )
+            out.append(preference_pair(row, rejected, kind, f"{policy}, on-policy"))
     return out, kind_counts(out)
+
+
+def preference_pair(row: dict, rejected: str, kind: str, source: str) -> dict:
+    """A pair in TRL's conversational preference format: the row's prompt and chosen answer against `rejected`."""
+    return {
+        "prompt": row["prompt"],
+        "chosen": row["chosen"],
+        "rejected": [{"role": "assistant", "content": rejected}],
+        "category": row["category"],
+        "rejected_kind": kind,
+        "source": source,
+    }
 
 
 def kind_counts(pairs: list[dict]) -> Counter:
@@ -225,20 +228,9 @@ def sibling_pairs(rows: list[dict]) -> list[dict]:
             raise ValueError(f"topic {topic!r} needs one benign row and one refusal row, got {sorted(sides)}.")
         harmful, benign = sides["harmful"], sides["benign"]
         help_text, refusal = benign["chosen"][0]["content"], harmful["chosen"][0]["content"]
-        for row, rejected, kind in (
-            (harmful, opening(help_text), "complies_with_harm"),
-            (benign, balance_length(help_text, refusal), "needless_refusal"),
-        ):
-            out.append(
-                {
-                    "prompt": row["prompt"],
-                    "chosen": row["chosen"],
-                    "rejected": [{"role": "assistant", "content": rejected}],
-                    "category": row["category"],
-                    "rejected_kind": kind,
-                    "source": f"contrastive, topic {topic}",
-                }
-            )
+        source = f"contrastive, topic {topic}"
+        out.append(preference_pair(harmful, opening(help_text), "complies_with_harm", source))
+        out.append(preference_pair(benign, balance_length(help_text, refusal), "needless_refusal", source))
     return out
 
 
