@@ -187,18 +187,21 @@ def test_a_second_round_files_its_pairs_under_the_dpo_policy(tmp_path):
         ["--sft_adapter", "no/such/adapter"],
         ["--sft_adapter", str(SFT_ADAPTER), "--prompts", "no/such/prompts.jsonl"],
         ["--adapter", str(SFT_ADAPTER), "--pairs", "no/such/pairs.jsonl"],
-        ["--adapter", str(SFT_ADAPTER), "--prompts", "SIBLINGLESS"],
     ],
 )
-def test_cli_errors_are_one_line_with_exit_code_2(argv, capsys, tmp_path):
+def test_cli_errors_are_one_line_with_exit_code_2(argv, capsys):
     from train.on_policy import main
-
-    if "SIBLINGLESS" in argv:  # a topic with no harmful sibling is refused before any model is loaded
-        lonely = {**row("benign_edgy", "How do I sharpen a knife?", "Use a whetstone."), "topic": "knife"}
-        (tmp_path / "p.jsonl").write_text(json.dumps(lonely) + "\n")
-        argv = [str(tmp_path / "p.jsonl") if a == "SIBLINGLESS" else a for a in argv]
 
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and len(err.splitlines()) == 1, err
-    assert "needs one benign row" in err or not any(a.endswith("p.jsonl") for a in argv), err
+
+
+def test_a_lone_sibling_is_refused_in_one_line_before_any_model_loads(capsys, tmp_path):
+    from train.on_policy import main
+
+    lonely = {**row("benign_edgy", "How do I sharpen a knife?", "Use a whetstone."), "topic": "knife"}
+    (tmp_path / "p.jsonl").write_text(json.dumps(lonely) + "\n")
+    assert main(["--adapter", str(SFT_ADAPTER), "--prompts", str(tmp_path / "p.jsonl")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "needs one benign row" in err and len(err.splitlines()) == 1, err
