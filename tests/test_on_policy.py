@@ -165,6 +165,8 @@ def test_sibling_prompts_give_one_contrastive_pair_each_way_per_topic():
     assert sibling_pairs([plain]) == []
     with pytest.raises(ValueError, match="'lock' needs one benign row and one refusal row"):
         sibling_pairs([benign, plain])
+    with pytest.raises(ValueError, match="'lock' has two benign rows"):
+        sibling_pairs([benign, harmful, benign])
 
 
 def test_a_second_round_files_its_pairs_under_the_dpo_policy(tmp_path):

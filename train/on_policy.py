@@ -221,7 +221,10 @@ def sibling_pairs(rows: list[dict]) -> list[dict]:
     for row in rows:
         if row.get("topic"):
             side = "harmful" if row["category"] == "refusal" else "benign"
-            by_topic.setdefault(row["topic"], {})[side] = row
+            sides = by_topic.setdefault(row["topic"], {})
+            if side in sides:  # a second row would silently replace the first
+                raise ValueError(f"topic {row['topic']!r} has two {side} rows; a topic pairs one of each.")
+            sides[side] = row
     out = []
     for topic, sides in by_topic.items():
         if set(sides) != {"harmful", "benign"}:
