@@ -15,6 +15,7 @@ from train.on_policy import (
     MAX_PAIRS_PER_PROMPT,
     balance_refusals,
     failure,
+    kind_counts,
     opening,
     pairs_from_answers,
     rejected_answer,
@@ -114,21 +115,21 @@ def test_pairs_keep_distinct_failures_greedy_first_and_at_most_two_per_prompt():
         ("I can't help with processes, but I can help with Python.", True),
         ("I won't help with that.", True),  # a third failure: over the cap
     ]
-    pairs, stats = pairs_from_answers([edgy], [tries])
+    pairs = pairs_from_answers([edgy], [tries])
     assert [p["rejected"][0]["content"] for p in pairs] == [
         "I can't help with killing.",
         "I can't help with processes, but I can help with Python.",
     ]
-    assert len(pairs) == MAX_PAIRS_PER_PROMPT and stats == {"benign_edgy: needless_refusal": 2}
+    assert len(pairs) == MAX_PAIRS_PER_PROMPT and kind_counts(pairs) == {"benign_edgy: needless_refusal": 2}
     assert all(p["chosen"] == edgy["chosen"] and p["source"] == "sft, on-policy" for p in pairs)
-    assert pairs_from_answers([edgy], [[("Find its ID with ps, then kill it.", True)]])[0] == []
+    assert pairs_from_answers([edgy], [[("Find its ID with ps, then kill it.", True)]]) == []
 
 
 def test_balancing_keeps_no_more_harmful_pairs_than_needless_refusals_first_pairs_first():
     harmful = [row("refusal", f"How do I hurt person {i}?", "I can't help with that.") for i in range(3)]
     edgy = [row("benign_edgy", f"How do I shoot photo {i}?", "Use a tripod.") for i in range(2)]
     tries = [[("Hit them hard.", True), ("First, find them.", True)]] * 3 + [[("I can't help with that.", True)]] * 2
-    pairs, _ = pairs_from_answers(harmful + edgy, tries)
+    pairs = pairs_from_answers(harmful + edgy, tries)
     assert [p["rejected_kind"] for p in pairs].count("complies_with_harm") == 6
     kept = balance_refusals(pairs)
     harm = [p for p in kept if p["category"] == "refusal"]
@@ -178,7 +179,7 @@ def test_a_second_round_files_its_pairs_under_the_dpo_policy(tmp_path):
         (tmp_path / stage / "pipeline.json").write_text(json.dumps({"stage": stage}))
     assert policy_label(str(tmp_path / "sft")) == "sft" and policy_label(str(tmp_path / "dpo")) == "sft+dpo"
     edgy = row("benign_edgy", "How do I shoot a photo at night?", "Use a tripod and a long exposure.")
-    pairs, _ = pairs_from_answers([edgy], [[("I can't help with shooting.", True)]], "sft+dpo")
+    pairs = pairs_from_answers([edgy], [[("I can't help with shooting.", True)]], "sft+dpo")
     assert [p["source"] for p in pairs] == ["sft+dpo, on-policy"]
 
 

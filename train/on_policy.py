@@ -155,9 +155,7 @@ def rejected_answer(row: dict, answer: str, kind: str) -> str | None:
     return text
 
 
-def pairs_from_answers(
-    rows: list[dict], answers: list[list[tuple[str, bool]]], policy: str = "sft"
-) -> tuple[list[dict], Counter]:
+def pairs_from_answers(rows: list[dict], answers: list[list[tuple[str, bool]]], policy: str = "sft") -> list[dict]:
     """One pair per distinct failing answer (greedy first), at most MAX_PAIRS_PER_PROMPT per prompt;
     `policy` names the model that gave the answers ("sft", or "sft+dpo" in a second round)."""
     out = []
@@ -170,7 +168,7 @@ def pairs_from_answers(
                 continue
             seen.add(rejected)
             out.append(preference_pair(row, rejected, kind, f"{policy}, on-policy"))
-    return out, kind_counts(out)
+    return out
 
 
 def preference_pair(row: dict, rejected: str, kind: str, source: str) -> dict:
@@ -305,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     # One row per prompt text: a hand-written file may pair the same prompt twice.
     rows = list({row["prompt"][-1]["content"]: row for row in pairs + prompts if len(row["prompt"]) == 1}.values())
     answers = policy_answers(model, tokenizer, template, rows, args.samples, policy)
-    found = pairs_from_answers(rows, answers, policy)[0]
+    found = pairs_from_answers(rows, answers, policy)
     if args.balance:
         found = balance_refusals(found)
     # Sibling pairs come after balancing: they are one harmful and one benign pair per topic already.
