@@ -264,7 +264,7 @@ def test_cards_written_before_evaluation_get_the_table_later(tmp_path):
         base_model="embedded:gemma-3-270m",
         datasets=["train/data/sft_distilled.jsonl"],
         recipe_path=None,
-        command="python train/sft.py --config r.yaml",
+        commands=["python train/sft.py --config r.yaml"],
         results=None,
         answers=None,
     )

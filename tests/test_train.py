@@ -172,25 +172,25 @@ def test_a_second_dpo_round_continues_the_first_with_it_as_reference(sft_run, tm
     sft_dir, _, _ = sft_run
     rounds = [tmp_path / "round1", tmp_path / "round2"]
     for parent, out in zip([sft_dir, rounds[0]], rounds):
-        args, training_args, model_args = parse(
-            DPOConfig,
-            REPO_DIR / "train/recipes/tiny/dpo.yaml",
-            "--output_dir",
-            str(out),
-            "--sft_adapter",
-            str(parent),
-            "--eval_max_samples",
-            "2",
-        )
-        dpo.main(args, training_args, model_args)
+        flags = ["--output_dir", str(out), "--sft_adapter", str(parent), "--eval_max_samples", "2"]
+        args, training_args, model_args = parse(DPOConfig, REPO_DIR / "train/recipes/tiny/dpo.yaml", *flags)
+        with pytest.MonkeyPatch.context() as patch:  # as if run from the shell
+            patch.setattr(sys, "argv", ["train/dpo.py", "--config", "train/recipes/tiny/dpo.yaml", *flags])
+            dpo.main(args, training_args, model_args)
     first, second = (json.loads((out / "pipeline.json").read_text()) for out in rounds)
     assert first["sft_adapter"] == second["sft_adapter"] == str(sft_dir) and "continues" not in first
     assert second["continues"] == str(rounds[0]) and second["dpo_round"] == 2
     assert second["datasets"] == [first["dataset"], second["dataset"]]
+    # The last card says how to rebuild it from the base: SFT, round 1, round 2, in that order.
+    sft_command = "python train/sft.py --config train/recipes/tiny/sft.yaml"
+    assert second["commands"][0] == sft_command and len(second["commands"]) == 3
+    assert [f"--output_dir {out}" in c for out, c in zip(rounds, second["commands"][1:])] == [True, True]
     one, two = (load_file(out / "adapter_model.safetensors") for out in rounds)
     assert any(not torch.equal(one[k], two[k]) for k in one), "round 2 must move the round-1 adapter"
     card = (rounds[1] / "README.md").read_text()
     assert f"continues the earlier DPO adapter `{rounds[0]}`" in card
+    reproduce = card.split("## Reproduce", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    assert reproduce.splitlines() == second["commands"]
     assert "| sft |" in card and "| sft+dpo |" in card
 
 

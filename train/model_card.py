@@ -41,6 +41,17 @@ def _samples(answers: dict[str, list[Answer]], count: int = 4) -> str:
     return "\n\n".join(blocks)
 
 
+def _reproduce(commands: list[str], recipe: str) -> str:
+    shell = "\n".join(commands)
+    if len(commands) == 1:
+        return f"## Reproduce\n\n```bash\n{shell}\n```\n\nRecipe:\n\n```yaml\n{recipe.strip()}\n```"
+    return (
+        f"## Reproduce\n\nThe stages in order, from the base model to this adapter; each continues the adapter "
+        f"the one before wrote. A recipe's header names the command that made its data.\n\n```bash\n{shell}\n```"
+        f"\n\nRecipe of the last stage:\n\n```yaml\n{recipe.strip()}\n```"
+    )
+
+
 EVALUATION_HEADING = "## Evaluation"
 
 
@@ -79,11 +90,12 @@ def write_model_card(
     base_model: str,
     datasets: list[str],
     recipe_path: str | None,
-    command: str,
+    commands: list[str],
     results: dict | None,
     answers: dict[str, list[Answer]] | None,
 ) -> ModelCard:
-    """Write README.md into the adapter folder (and return the card)."""
+    """Write README.md into the adapter folder (and return the card). `commands`: every stage's command line,
+    this stage's last (see `train.publish.lineage`)."""
     base = hub_base_model(base_model)
     data = ModelCardData(
         base_model=base,
@@ -112,7 +124,7 @@ def write_model_card(
         'model = PeftModel.from_pretrained(base, "<this adapter>")\n'
         'tokenizer = AutoTokenizer.from_pretrained("<this adapter>")  # carries the chat template\n```',
         f"## Training data\n\n{', '.join(f'`{d}`' for d in datasets)}",
-        f"## Reproduce\n\n```bash\n{command}\n```\n\nRecipe:\n\n```yaml\n{recipe.strip()}\n```",
+        _reproduce(commands, recipe),
     ]
     sections.append(evaluation_sections(results, answers))
     content = f"---\n{data.to_yaml()}\n---\n\n" + "\n\n".join(sections) + "\n"

@@ -17,15 +17,18 @@ from train.model_card import hub_base_model, write_model_card
 logger = logging.getLogger(__name__)
 
 
-def lineage(stage: str, args: PipelineArguments) -> dict:
+def lineage(stage: str, args: PipelineArguments, command: str) -> dict:
     """What pipeline.json records of where an adapter came from. A DPO round that continues an earlier DPO
     adapter (iterative DPO) still names the SFT adapter at the root, so evaluation and the model card find
-    the SFT stage, plus the adapter it continued, its round and every round's data."""
+    the SFT stage, plus the adapter it continued, its round and every round's data. `commands` holds every
+    stage's command line in order, so the card of the last stage says how to rebuild it from the base."""
     info = {"stage": stage, "sft_adapter": args.sft_adapter, "dataset": args.dataset_name}
     info["datasets"] = [args.dataset_name]
+    info["commands"] = [command]
     parent = Path(args.sft_adapter or "") / "pipeline.json"
     if stage == "dpo" and parent.is_file():
         earlier = json.loads(parent.read_text())
+        info["commands"] = [*earlier.get("commands", []), command]
         if earlier.get("stage") == "dpo":
             info["sft_adapter"] = earlier["sft_adapter"]
             info["continues"] = args.sft_adapter
@@ -53,7 +56,8 @@ def finish_stage(
     # Users of the adapter get the official inference template, not the training variant.
     tokenizer.chat_template = official_template(args.chat_template)
     tokenizer.save_pretrained(output_dir)
-    info = lineage(stage, args)
+    command = redacted_command(sys.argv)
+    info = lineage(stage, args, command)
     info.update(base_model=model_args.model_name_or_path, chat_template=args.chat_template)
     (output_dir / "pipeline.json").write_text(json.dumps(info, indent=2))
 
@@ -76,7 +80,7 @@ def finish_stage(
         base_model=model_args.model_name_or_path,
         datasets=info["datasets"],
         recipe_path=_config_path(sys.argv),
-        command=redacted_command(sys.argv),
+        commands=info["commands"],
         results=results,
         answers=answers,
     )
