@@ -42,14 +42,15 @@ def _samples(answers: dict[str, list[Answer]], count: int = 4) -> str:
 
 
 def _reproduce(commands: list[str], recipe: str) -> str:
+    intro, label = "", "Recipe"
+    if len(commands) > 1:
+        intro = (
+            "The stages in order, from the base model to this adapter; each continues the adapter the one before "
+            "wrote. A recipe's header names the command that made its data.\n\n"
+        )
+        label = "Recipe of the last stage"
     shell = "\n".join(commands)
-    if len(commands) == 1:
-        return f"## Reproduce\n\n```bash\n{shell}\n```\n\nRecipe:\n\n```yaml\n{recipe.strip()}\n```"
-    return (
-        f"## Reproduce\n\nThe stages in order, from the base model to this adapter; each continues the adapter "
-        f"the one before wrote. A recipe's header names the command that made its data.\n\n```bash\n{shell}\n```"
-        f"\n\nRecipe of the last stage:\n\n```yaml\n{recipe.strip()}\n```"
-    )
+    return f"## Reproduce\n\n{intro}```bash\n{shell}\n```\n\n{label}:\n\n```yaml\n{recipe.strip()}\n```"
 
 
 EVALUATION_HEADING = "## Evaluation"

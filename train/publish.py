@@ -56,8 +56,7 @@ def finish_stage(
     # Users of the adapter get the official inference template, not the training variant.
     tokenizer.chat_template = official_template(args.chat_template)
     tokenizer.save_pretrained(output_dir)
-    command = redacted_command(sys.argv)
-    info = lineage(stage, args, command)
+    info = lineage(stage, args, redacted_command(sys.argv))
     info.update(base_model=model_args.model_name_or_path, chat_template=args.chat_template)
     (output_dir / "pipeline.json").write_text(json.dumps(info, indent=2))
 
